@@ -1,0 +1,126 @@
+-- Runtime queries of the queue core. Each query sits under a `-- name:` header and takes
+-- %(param)s placeholders; worker/queries.py loads them once.
+
+-- name: claim_jobs
+-- Lock due pending jobs of one kind for the claiming transaction. The transaction stays
+-- open while the handlers run, and its xid identifies the owner in queue.attempts.
+SELECT j.id, j.kind, j.subject, j.payload, j.priority, j.max_attempts, j.created_at,
+       pg_current_xact_id()::text AS claim_xid
+FROM queue.jobs j
+WHERE j.kind = %(kind)s
+  AND j.status = 'pending'
+  AND j.run_at <= now()
+ORDER BY j.priority DESC, j.run_at, j.id
+LIMIT %(limit)s
+FOR NO KEY UPDATE OF j SKIP LOCKED;
+
+-- name: record_attempts
+-- Runs on the bookkeeping connection (its own transaction, committed before any handler
+-- starts). Counts earlier attempts that were not released on a graceful shutdown; a job
+-- that already used all of them gets no new attempt and is failed by the caller.
+WITH j AS (
+    SELECT x.id, x.max_attempts,
+           (SELECT count(*) FROM queue.attempts a
+            WHERE a.job_id = x.id AND a.outcome IS DISTINCT FROM 'released')::int AS prior
+    FROM queue.jobs x
+    WHERE x.id = ANY(%(job_ids)s::bigint[])
+), ins AS (
+    INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid)
+    SELECT j.id, j.prior + 1, %(worker_id)s, %(claim_xid)s::xid8
+    FROM j
+    WHERE j.prior < j.max_attempts
+    RETURNING id, job_id, attempt
+)
+SELECT j.id AS job_id, j.prior, ins.id AS attempt_id, ins.attempt
+FROM j LEFT JOIN ins ON ins.job_id = j.id;
+
+-- name: finish_jobs
+-- Write every claimed job's outcome in the claiming transaction, right before COMMIT.
+-- Ownership fence: a job row is changed only while still pending, an attempt row only when
+-- this very transaction claimed it; the caller checks both counts and rolls back otherwise.
+-- Attempts of these jobs left open by workers that died are closed as worker_lost.
+WITH o AS (
+    SELECT *
+    FROM unnest(%(job_ids)s::bigint[], %(attempt_ids)s::bigint[], %(attempts)s::int[],
+                %(statuses)s::text[], %(outcomes)s::text[], %(error_codes)s::text[],
+                %(error_messages)s::text[], %(retry_in)s::float8[], %(results)s::jsonb[])
+         AS o(job_id, attempt_id, attempts, status, outcome, error_code, error_message,
+              retry_in, result)
+), done AS (
+    UPDATE queue.jobs j
+    SET status        = o.status,
+        attempts      = o.attempts,
+        error_code    = o.error_code,
+        error_message = o.error_message,
+        result        = coalesce(o.result, j.result),
+        run_at        = CASE WHEN o.status = 'pending'
+                             THEN clock_timestamp() + make_interval(secs => o.retry_in)
+                             ELSE j.run_at END,
+        started_at    = now(),
+        completed_at  = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END,
+        worker_id     = %(worker_id)s,
+        updated_at    = clock_timestamp()
+    FROM o
+    WHERE j.id = o.job_id AND j.status = 'pending'
+    RETURNING j.id
+), att AS (
+    UPDATE queue.attempts a
+    SET finished_at   = clock_timestamp(),
+        outcome       = o.outcome,
+        error_code    = o.error_code,
+        error_message = o.error_message
+    FROM o
+    WHERE a.id = o.attempt_id AND a.claim_xid = pg_current_xact_id() AND a.finished_at IS NULL
+    RETURNING a.id
+), lost AS (
+    UPDATE queue.attempts a
+    SET finished_at = clock_timestamp(), outcome = 'worker_lost', error_code = 'worker_lost'
+    FROM o
+    WHERE a.job_id = o.job_id AND a.finished_at IS NULL
+      AND a.claim_xid <> pg_current_xact_id()
+    RETURNING a.id
+)
+SELECT (SELECT count(*) FROM done)::int AS jobs,
+       (SELECT count(*) FROM att)::int AS attempts,
+       (SELECT count(*) FROM lost)::int AS lost;
+
+-- name: release_attempts
+-- Graceful shutdown: the claiming transaction was rolled back before its handlers finished,
+-- so these attempts do not count against the jobs.
+UPDATE queue.attempts
+SET finished_at = clock_timestamp(), outcome = 'released'
+WHERE id = ANY(%(attempt_ids)s::bigint[]) AND finished_at IS NULL;
+
+-- name: bookkeeping_setup
+-- Attempt rows are committed without waiting for the WAL flush: they are visible at once,
+-- and the flush of the claim's own commit, which comes later, makes them durable too. Only a
+-- server crash in between can drop one, and that crash also rolls back the claim.
+SELECT set_config('synchronous_commit', 'off', false);
+
+-- name: stats
+SELECT kind, state, jobs, oldest_pending_age
+FROM queue.stats
+ORDER BY kind, state;
+
+-- name: recent_failures
+SELECT kind, error_code, count(*)::int AS jobs, max(completed_at) AS last_at
+FROM queue.jobs
+WHERE status = 'failed' AND completed_at >= now() - %(since)s::interval
+GROUP BY kind, error_code
+ORDER BY jobs DESC, kind;
+
+-- name: requeue
+SELECT queue.requeue(%(job_id)s) AS job_id;
+
+-- name: requeue_failed
+SELECT queue.requeue_failed(%(kind)s, %(error_code)s, %(older_than)s::interval,
+                            %(since)s::timestamptz) AS jobs;
+
+-- name: cancel
+SELECT queue.cancel(%(job_id)s) AS cancelled;
+
+-- name: listen
+LISTEN queue_jobs;
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,198 @@
+"""`python -m worker`: run, migrate, status, requeue, cancel and the embedded database.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 3 configuration or schema problem,
+4 the operation was refused (e.g. the job is running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+import structlog
+
+from worker import embedded, logs
+from worker.config import Settings, load_settings
+from worker.db import check_pgvector, connect, database_url
+from worker.errors import ConfigError, MigrationError, WorkerError
+from worker.migrate import migrate, pending
+from worker.queries import q
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+log = structlog.get_logger("worker.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn) as conn:
+        check_pgvector(conn)
+        applied = migrate(conn)
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print("database is up to date")
+    return EXIT_OK
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.kinds import builtin_registry
+    from worker.loop import Worker
+    from worker.registry import load_plugins
+
+    registry = builtin_registry()
+    load_plugins(settings.plugins)
+    with database_url(settings) as dsn:
+        with connect(dsn) as conn:
+            check_pgvector(conn)
+            if args.migrate:
+                migrate(conn)
+            missing = pending(conn)
+            if missing:
+                raise ConfigError(
+                    f"database schema is behind by {len(missing)} migration(s) "
+                    f"(first: {missing[0].path.name}); run `python -m worker migrate`"
+                )
+        worker = Worker(settings, dsn, registry)
+
+        async def main() -> None:
+            worker.install_signal_handlers()
+            await worker.run()
+
+        asyncio.run(main())
+    return EXIT_OK
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[("" if row[c] is None else str(row[c])) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn) as conn:
+        stats = conn.execute(q("stats")).fetchall()
+        failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
+    if not stats:
+        print("no jobs")
+    else:
+        _print_table(stats, ["kind", "state", "jobs", "oldest_pending_age"])
+    if failures:
+        print(f"\nfailures in the last {args.since}:")
+        _print_table(failures, ["kind", "error_code", "jobs", "last_at"])
+    return EXIT_OK
+
+
+def _cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        if args.job_id is not None:
+            row = conn.execute(q("requeue"), {"job_id": args.job_id}).fetchone()
+            print(f"job {args.job_id} -> job {row['job_id'] if row else None} pending")
+        else:
+            row = conn.execute(q("requeue_failed"), {
+                "kind": args.kind, "error_code": args.error_code,
+                "older_than": args.older_than, "since": args.since,
+            }).fetchone()
+            print(f"requeued {row['jobs'] if row else 0} failed job(s)")
+    return EXIT_OK
+
+
+def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        row = conn.execute(q("cancel"), {"job_id": args.job_id}).fetchone()
+    if row and row["cancelled"]:
+        print(f"job {args.job_id} cancelled")
+        return EXIT_OK
+    print(f"job {args.job_id} had already finished; nothing changed")
+    return EXIT_REFUSED
+
+
+def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.database_url is not None and args.action in ("start", "stop"):
+        raise ConfigError("DATABASE_URL is set; `db start/stop` manage only the embedded server")
+    pgdata = settings.embedded_pgdata
+    if args.action == "start":
+        print(embedded.acquire(pgdata, persistent=True))
+    elif args.action == "stop":
+        print("stopped" if embedded.stop_server(pgdata) else "not running")
+    else:
+        with database_url(settings) as dsn:
+            print(logs.mask(dsn))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m worker", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("migrate", help="apply sql/migrations that are not applied yet")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("run", help="run the worker until SIGTERM/SIGINT")
+    p.add_argument("--migrate", action="store_true", help="apply migrations first")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="jobs by kind and state, and recent failures")
+    p.add_argument("--since", default="24 hours", help="failure window (SQL interval)")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("requeue", help="requeue one job, or failed jobs in bulk")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("job_id", nargs="?", type=int, help="the job to requeue")
+    target.add_argument("--failed", action="store_true", help="requeue failed jobs in bulk")
+    p.add_argument("--kind", help="with --failed: only this kind")
+    p.add_argument("--error-code", help="with --failed: only this error_code")
+    p.add_argument("--older-than", help="with --failed: finished at least this long ago")
+    p.add_argument("--since", help="with --failed: finished at or after this timestamp")
+    p.set_defaults(func=_cmd_requeue)
+
+    p = sub.add_parser("cancel", help="cancel a job that has not started")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL: start, stop, url")
+    p.add_argument("action", choices=["start", "stop", "url"])
+    p.set_defaults(func=_cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"configuration error: {logs.mask(str(exc)).splitlines()[0]}", file=sys.stderr)
+        return EXIT_CONFIG
+    # the worker logs to stdout for journald; one-shot commands keep stdout for their output
+    logs.configure(settings.log_format, settings.log_level,
+                   sys.stdout if args.command == "run" else sys.stderr)
+    func: Callable[[Settings, argparse.Namespace], int] = args.func
+    try:
+        return func(settings, args)
+    except (ConfigError, MigrationError) as exc:
+        print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except psycopg.errors.ObjectInUse as exc:
+        print(f"refused: {exc.diag.message_primary}", file=sys.stderr)
+        return EXIT_REFUSED
+    except psycopg.errors.NoDataFound as exc:
+        print(f"error: {exc.diag.message_primary}", file=sys.stderr)
+        return EXIT_REFUSED
+    except psycopg.OperationalError as exc:
+        print(f"database error: {logs.mask(str(exc)).strip()}", file=sys.stderr)
+        return EXIT_FAILURE
+    except WorkerError as exc:
+        print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,46 @@
+"""Which database to use and how to connect: DATABASE_URL, else the embedded server.
+
+Also the start-up checks every entry point runs (pgvector present, schema migrated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from worker import embedded
+from worker.config import Settings
+from worker.errors import ConfigError
+from worker.queries import q
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The DSN to use for the duration of the block, starting the embedded server if needed."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    with embedded.server(settings.embedded_pgdata) as uri:
+        yield uri
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
+    return psycopg.connect(dsn, row_factory=dict_row, **kwargs)
+
+
+async def aconnect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
+    return await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row, **kwargs)
+
+
+def check_pgvector(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    row = conn.execute(q("pgvector_available")).fetchone()
+    if not row or not row["available"]:
+        raise ConfigError(
+            "this PostgreSQL server lacks the pgvector extension ('vector'); install pgvector "
+            "on it (e.g. the pgvector/pgvector image) or unset DATABASE_URL to use the "
+            "embedded server"
+        )

@@ -1,0 +1,169 @@
+"""One claim, start to end: lock due jobs, count the attempts, run the handlers, commit.
+
+Every job's domain writes and its terminal status commit together, in the claiming
+transaction; each job runs in a savepoint so one failure does not sink the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from worker.attempts import Bookkeeper
+from worker.errors import OwnershipLost
+from worker.job import Job, Outcome
+from worker.queries import q
+from worker.registry import JobKind
+from worker.retry import classify
+
+log = structlog.get_logger("worker.executor")
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+class Executor:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        bookkeeper: Bookkeeper,
+        worker_id: str,
+        retry_base: float,
+        retry_cap: float,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._pool = pool
+        self._bookkeeper = bookkeeper
+        self._worker_id = worker_id
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._stopping = stopping
+
+    async def run_once(self, kind: JobKind) -> int:
+        """Claim up to kind.batch_size due jobs and see them through; returns how many."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                q("claim_jobs"), {"kind": kind.name, "limit": kind.batch_size}
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                await conn.rollback()
+                return 0
+            await self._run_claimed(conn, kind, rows)
+            return len(rows)
+
+    async def _run_claimed(self, conn: Conn, kind: JobKind, rows: list[dict[str, Any]]) -> None:
+        by_id = {row["id"]: row for row in rows}
+        recorded = await self._bookkeeper.record(
+            list(by_id), rows[0]["claim_xid"], self._worker_id
+        )
+        jobs: list[Job] = []
+        finished: list[tuple[int, int | None, int, Outcome]] = []
+        for rec in sorted(recorded, key=lambda r: list(by_id).index(r["job_id"])):
+            row = by_id[rec["job_id"]]
+            if rec["attempt_id"] is None:
+                # every allowed attempt was started and none finished: each took its worker
+                # down (killed, or its connection lost) before it could record an outcome
+                message = (f"all {rec['prior']} attempts ended with their worker lost "
+                           "(killed or disconnected) before finishing")
+                finished.append((row["id"], None, rec["prior"],
+                                 Outcome("failed", "failed", "worker_lost", message)))
+                log.warning("job_worker_lost", job_id=row["id"], kind=kind.name,
+                            attempts=rec["prior"])
+                continue
+            jobs.append(Job(
+                id=row["id"], kind=row["kind"], subject=row["subject"],
+                payload=row["payload"] or {}, priority=row["priority"],
+                max_attempts=row["max_attempts"], created_at=row["created_at"],
+                attempt=rec["attempt"], attempt_id=rec["attempt_id"],
+            ))
+
+        released: list[int] = []
+        try:
+            for job in jobs:
+                if self._stopping() and job.attempt_id is not None:
+                    # shutting down: a job of this batch that has not started stays pending
+                    released.append(job.attempt_id)
+                    continue
+                finished.append((job.id, job.attempt_id, job.attempt,
+                                 await self._execute(conn, kind, job)))
+        except asyncio.CancelledError:
+            # a hard stop: nothing of this claim commits, and its attempts are given back
+            await self._abandon(conn, jobs, count_attempts=False)
+            raise
+        except BaseException:
+            # the connection is gone (or worse): nothing commits, and the attempts count,
+            # exactly as if this worker had been killed
+            await self._abandon(conn, jobs, count_attempts=True)
+            raise
+        await self._finish(conn, finished, released)
+
+    async def _execute(self, conn: Conn, kind: JobKind, job: Job) -> Outcome:
+        bound = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
+        started = time.monotonic()
+        bound.debug("job_started")
+        try:
+            async with conn.transaction():
+                result = await asyncio.wait_for(kind.handler(conn, job), kind.timeout)
+            outcome = Outcome.completed(result)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
+            outcome = classify(exc, job, self._retry_base, self._retry_cap)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        event = "job_completed" if outcome.status == "completed" else f"job_{outcome.outcome}"
+        bound.info(event, outcome=outcome.outcome, duration_ms=duration_ms,
+                   error_code=outcome.error_code, error_message=outcome.error_message,
+                   retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)
+        return outcome
+
+    async def _finish(
+        self,
+        conn: Conn,
+        finished: list[tuple[int, int | None, int, Outcome]],
+        released: list[int],
+    ) -> None:
+        params = {
+            "job_ids": [job_id for job_id, _, _, _ in finished],
+            "attempt_ids": [attempt_id for _, attempt_id, _, _ in finished],
+            "attempts": [attempts for _, _, attempts, _ in finished],
+            "statuses": [o.status for *_, o in finished],
+            "outcomes": [o.outcome for *_, o in finished],
+            "error_codes": [o.error_code for *_, o in finished],
+            "error_messages": [o.error_message for *_, o in finished],
+            "retry_in": [o.retry_in for *_, o in finished],
+            "results": [None if o.result is None else Jsonb(o.result) for *_, o in finished],
+            "worker_id": self._worker_id,
+        }
+        cur = await conn.execute(q("finish_jobs"), params)
+        counts = await cur.fetchone()
+        expected_attempts = sum(1 for _, attempt_id, _, _ in finished if attempt_id is not None)
+        if counts is None or counts["jobs"] != len(finished) or (
+            counts["attempts"] != expected_attempts
+        ):
+            await conn.rollback()
+            raise OwnershipLost(
+                f"claim no longer owns its jobs ({counts}); rolled back, nothing written"
+            )
+        if released:
+            await conn.execute(q("release_attempts"), {"attempt_ids": released})
+        await conn.commit()
+
+    async def _abandon(self, conn: Conn, jobs: list[Job], *, count_attempts: bool) -> None:
+        attempt_ids = [job.attempt_id for job in jobs if job.attempt_id is not None]
+        try:
+            if not count_attempts:
+                # before the rollback frees the jobs, so no other worker counts these
+                await self._bookkeeper.release(attempt_ids)
+        except Exception as exc:  # best effort: the attempts then simply count
+            log.warning("release_failed", error=str(exc))
+        try:
+            await conn.rollback()
+        except Exception as exc:  # the connection may already be gone; the pool drops it
+            log.warning("rollback_failed", error=str(exc))

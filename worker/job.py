@@ -1,0 +1,47 @@
+"""The claimed job as handlers see it, and the outcome the executor records for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal["pending", "completed", "failed", "skipped"]
+
+
+class Job(BaseModel):
+    """One claimed job: its row plus the number of this attempt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    kind: str
+    subject: str | None
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    created_at: datetime
+    attempt: int
+    attempt_id: int | None
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+@dataclass
+class Outcome:
+    """What finish_jobs writes for one job. `pending` means retry after `retry_in` seconds."""
+
+    status: Status
+    outcome: str
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_in: float = 0.0
+    result: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def completed(cls, result: dict[str, Any] | None = None) -> Outcome:
+        return cls("completed", "completed", result=result)

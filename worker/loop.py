@@ -1,0 +1,175 @@
+"""The worker: slots that claim and run jobs, woken by NOTIFY and by a periodic poll.
+
+Stops on SIGTERM/SIGINT: no new claims, in-flight jobs get a grace period, the rest are
+rolled back without using up their attempt; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from worker.attempts import Bookkeeper
+from worker.config import Settings
+from worker.errors import OwnershipLost
+from worker.executor import Conn, Executor
+from worker.listener import Listener
+from worker.registry import JobKind, Registry
+
+log = structlog.get_logger("worker.loop")
+
+
+def session_options(settings: Settings) -> str:
+    """Server-side backstops for every worker session: a hung statement or a transaction
+    left idle by a wedged worker is ended by the server, which frees the claimed jobs."""
+    return (
+        f"-c statement_timeout={settings.statement_timeout_ms} "
+        f"-c idle_in_transaction_session_timeout={settings.idle_in_tx_timeout_ms}"
+    )
+
+
+class Worker:
+    def __init__(self, settings: Settings, dsn: str, registry: Registry) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
+        self._wake: dict[str, asyncio.Event] = {}
+        self._stopping = asyncio.Event()
+        self._hard_stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.listener: Listener | None = None
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    def wake(self, kind: str | None) -> None:
+        """A NOTIFY for `kind` (or for everything, when None) arrived."""
+        if kind is None:
+            for event in self._wake.values():
+                event.set()
+        elif kind in self._wake:
+            self._wake[kind].set()
+
+    async def _idle(self, event: asyncio.Event) -> None:
+        # jitter keeps many slots and workers from polling in lockstep
+        timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            log.warning("second_stop_signal", action="stopping at once")
+            self._hard_stop.set()
+        else:
+            log.info("stop_requested", grace_s=self.settings.shutdown_grace)
+        self._stopping.set()
+        self.wake(None)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        settings = self.settings
+        app_name = f"worker:{settings.worker_id}"
+        options = session_options(settings)
+        slots_total = sum(kind.concurrency for kind in self.kinds)
+        self._wake = {kind.name: asyncio.Event() for kind in self.kinds}
+        if not self.kinds:
+            log.warning("no_job_kinds", hint="set WORKER_PLUGINS or install job kinds")
+
+        async def configure(conn: Conn) -> None:
+            conn.prepare_threshold = 0  # the same few queries run all day
+
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.dsn,
+            connection_class=psycopg.AsyncConnection[dict[str, Any]],
+            min_size=max(slots_total, 1),
+            max_size=max(slots_total, 1),
+            kwargs={"application_name": app_name, "options": options,
+                    "row_factory": psycopg.rows.dict_row},
+            configure=configure,
+            open=False,
+            name="worker",
+        )
+        bookkeeper = Bookkeeper(self.dsn, f"{app_name}:attempts", options)
+        self.listener = Listener(self.dsn, self.wake, f"{app_name}:listen")
+        await pool.open(wait=True, timeout=30)
+        listen_task = asyncio.create_task(self.listener.run(), name="listener")
+        slots: list[asyncio.Task[None]] = []
+        try:
+            await asyncio.wait_for(self.listener.listening.wait(), 30)
+            executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
+                                settings.retry_cap, self._stopping.is_set)
+            slots = [
+                asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
+                for kind in self.kinds
+                for i in range(kind.concurrency)
+            ]
+            log.info("worker_ready", worker_id=settings.worker_id,
+                     kinds={k.name: {"concurrency": k.concurrency, "batch_size": k.batch_size}
+                            for k in self.kinds})
+            self.ready.set()
+            if on_ready is not None:
+                on_ready()
+            await self._stopping.wait()
+            await self._drain(slots)
+        finally:
+            for task in [*slots, listen_task]:
+                task.cancel()
+            await asyncio.gather(*slots, listen_task, return_exceptions=True)
+            await bookkeeper.close()
+            await pool.close()
+            log.info("worker_stopped", worker_id=settings.worker_id)
+
+    async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
+        if not slots:
+            return
+        hard = asyncio.create_task(self._hard_stop.wait())
+        done, _ = await asyncio.wait(
+            [asyncio.gather(*slots, return_exceptions=True), hard],
+            timeout=self.settings.shutdown_grace,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        hard.cancel()
+        unfinished = [task for task in slots if not task.done()]
+        if unfinished:
+            log.warning("drain_grace_expired" if not self._hard_stop.is_set() else "hard_stop",
+                        rolled_back_slots=len(unfinished))
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _slot(self, executor: Executor, kind: JobKind) -> None:
+        event = self._wake[kind.name]
+        failures = 0
+        while not self._stopping.is_set():
+            event.clear()  # before the claim, so a NOTIFY during it is not lost
+            try:
+                claimed = await executor.run_once(kind)
+                failures = 0
+            except (psycopg.OperationalError, psycopg.InterfaceError, OwnershipLost) as exc:
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                log.warning("claim_failed", kind=kind.name, error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            except Exception:  # keep the slot alive; the error is logged with its traceback
+                log.exception("slot_error", kind=kind.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                continue
+            if claimed == 0 and not self._stopping.is_set():
+                await self._idle(event)
+

@@ -1,0 +1,93 @@
+"""Job kinds and the registry that maps a kind name to its handler and its limits.
+
+A kind supplies a handler; the shared pipeline (claim → execute → finish) does the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from worker.errors import ConfigError
+from worker.job import Job
+
+# A handler gets the claiming transaction's connection and the claimed job. It returns the
+# job's result (stored in queue.jobs.result) or raises a worker.errors.JobError.
+Handler = Callable[[AsyncConnection[dict[str, Any]], Job], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    handler: Handler
+    # jobs claimed per transaction; they run one after another, each in a savepoint
+    batch_size: int = 1
+    # claiming transactions of this kind that may be open at once in one worker
+    concurrency: int = 1
+    # seconds one job may run before it is stopped and retried
+    timeout: float = 60.0
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, JobKind] = {}
+
+    def register(self, kind: JobKind) -> JobKind:
+        if kind.name in self._kinds:
+            raise ConfigError(f"job kind {kind.name!r} is registered twice")
+        if kind.batch_size < 1 or kind.concurrency < 1 or kind.timeout <= 0:
+            raise ConfigError(f"job kind {kind.name!r}: batch_size, concurrency, timeout > 0")
+        self._kinds[kind.name] = kind
+        return kind
+
+    def kind(
+        self, name: str, *, batch_size: int = 1, concurrency: int = 1, timeout: float = 60.0
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of register()."""
+
+        def wrap(handler: Handler) -> Handler:
+            self.register(JobKind(name, handler, batch_size, concurrency, timeout))
+            return handler
+
+        return wrap
+
+    def get(self, name: str) -> JobKind:
+        return self._kinds[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def kinds(self) -> list[JobKind]:
+        return [self._kinds[name] for name in self.names()]
+
+    def configured(
+        self, concurrency: dict[str, int], batch_size: dict[str, int]
+    ) -> list[JobKind]:
+        """The kinds with per-kind overrides from the settings applied."""
+        unknown = (set(concurrency) | set(batch_size)) - set(self._kinds)
+        if unknown:
+            raise ConfigError(f"settings name unknown job kinds: {', '.join(sorted(unknown))}")
+        return [
+            replace(
+                kind,
+                concurrency=concurrency.get(kind.name, kind.concurrency),
+                batch_size=batch_size.get(kind.name, kind.batch_size),
+            )
+            for kind in self.kinds()
+        ]
+
+
+registry = Registry()
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import modules that register job kinds on the shared registry."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import plugin module {module!r}: {exc}") from exc

@@ -1,0 +1,44 @@
+"""Retry policy: which failures are final, and how long a retryable one waits.
+
+Exponential backoff with jitter, unless the failure carries a retry-after hint.
+"""
+
+from __future__ import annotations
+
+import random
+
+from worker.errors import FinalFailure, JobError, RetryLater, SkipJob
+from worker.job import Job, Outcome
+
+MAX_MESSAGE = 2000
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): equal jitter."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+def classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
+    """Turn what a handler raised into the outcome recorded for the job."""
+    if isinstance(exc, SkipJob):
+        return Outcome("skipped", "skipped", exc.code, _clip(exc.message))
+    if isinstance(exc, FinalFailure):
+        return Outcome("failed", "failed", exc.code, _clip(exc.message))
+    if isinstance(exc, JobError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, TimeoutError):
+        code, message = "timeout", "the job ran past its timeout"
+    else:
+        code, message = "unknown_error", f"{type(exc).__name__}: {exc}"
+    if job.last_attempt:
+        return Outcome("failed", "failed", code, _clip(message))
+    if isinstance(exc, RetryLater) and exc.delay is not None:
+        delay = max(exc.delay, 0.0)
+    else:
+        delay = backoff(job.attempt, base, cap)
+    return Outcome("pending", "retry", code, _clip(message), retry_in=delay)
