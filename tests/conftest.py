@@ -13,7 +13,6 @@ from psycopg.rows import dict_row
 from tests.support import db as testdb
 
 
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     with testdb.server() as admin_dsn:

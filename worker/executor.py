@@ -37,6 +37,7 @@ class Executor:
         retry_base: float,
         retry_cap: float,
         stopping: Callable[[], bool],
+        wake_later: Callable[[str, float], None] = lambda kind, delay: None,
     ) -> None:
         self._pool = pool
         self._bookkeeper = bookkeeper
@@ -44,6 +45,7 @@ class Executor:
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._stopping = stopping
+        self._wake_later = wake_later
 
     async def run_once(self, kind: JobKind) -> int:
         """Claim up to kind.batch_size due jobs and see them through; returns how many."""
@@ -103,6 +105,10 @@ class Executor:
             await self._abandon(conn, jobs, count_attempts=True)
             raise
         await self._finish(conn, finished, released)
+        retries = [o.retry_in for *_, o in finished if o.status == "pending"]
+        if retries:
+            # a retry due before the next poll should not wait for it
+            self._wake_later(kind.name, min(retries))
 
     async def _execute(self, conn: Conn, kind: JobKind, job: Job) -> Outcome:
         bound = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)

@@ -57,6 +57,10 @@ class Worker:
         elif kind in self._wake:
             self._wake[kind].set()
 
+    def wake_later(self, kind: str, delay: float) -> None:
+        if delay < self.settings.poll_interval and kind in self._wake:
+            asyncio.get_running_loop().call_later(delay, self._wake[kind].set)
+
     async def _idle(self, event: asyncio.Event) -> None:
         # jitter keeps many slots and workers from polling in lockstep
         timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
@@ -110,7 +114,7 @@ class Worker:
         try:
             await asyncio.wait_for(self.listener.listening.wait(), 30)
             executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
-                                settings.retry_cap, self._stopping.is_set)
+                                settings.retry_cap, self._stopping.is_set, self.wake_later)
             slots = [
                 asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
                 for kind in self.kinds
@@ -135,9 +139,10 @@ class Worker:
     async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
         if not slots:
             return
-        hard = asyncio.create_task(self._hard_stop.wait())
-        done, _ = await asyncio.wait(
-            [asyncio.gather(*slots, return_exceptions=True), hard],
+        hard: asyncio.Future[Any] = asyncio.ensure_future(self._hard_stop.wait())
+        all_slots: asyncio.Future[Any] = asyncio.gather(*slots, return_exceptions=True)
+        await asyncio.wait(
+            [all_slots, hard],
             timeout=self.settings.shutdown_grace,
             return_when=asyncio.FIRST_COMPLETED,
         )

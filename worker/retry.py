@@ -15,8 +15,9 @@ MAX_MESSAGE = 2000
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): equal jitter."""
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
+    jitter: float = (rng or random).uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
 
 
 def _clip(message: str) -> str:

@@ -21,6 +21,7 @@ from worker.db import check_pgvector, connect
 from worker.migrate import migrate
 
 SUPPORT = Path(__file__).resolve().parent
+_DROP = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
 
 def docker_available() -> bool:
@@ -66,7 +67,7 @@ def dsn_for(admin_dsn: str, dbname: str) -> str:
 
 def create_database(admin_dsn: str, name: str, template: str | None = None) -> str:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(_DROP.format(sql.Identifier(name)))
         if template:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template)))
@@ -77,7 +78,7 @@ def create_database(admin_dsn: str, name: str, template: str | None = None) -> s
 
 def drop_database(admin_dsn: str, name: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(_DROP.format(sql.Identifier(name)))
 
 
 def build_template(admin_dsn: str, name: str) -> None:

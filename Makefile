@@ -1,0 +1,52 @@
+# Drive the project: `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the project with its dev tools
+
+test: $(STAMP) ## run the whole test suite on a real PostgreSQL (embedded unless DATABASE_URL)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## unit and integration tests only
+	$(BIN)/pytest tests/unit tests/integration
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(BIN)/ruff check worker tests
+	$(BIN)/mypy
+
+migrate: $(STAMP) ## apply migrations (embedded server unless DATABASE_URL)
+	$(BIN)/python -m worker migrate
+
+run: $(STAMP) ## run the worker in the foreground
+	$(BIN)/python -m worker run --migrate
+
+status: $(STAMP) ## show the queue: jobs by kind and state, recent failures
+	$(BIN)/python -m worker status
+
+db-start: $(STAMP) ## start the embedded PostgreSQL and leave it running (prints its URL)
+	$(BIN)/python -m worker db start
+
+db-stop: $(STAMP) ## stop the embedded PostgreSQL
+	$(BIN)/python -m worker db stop
+
+demo: $(STAMP) ## see the queue work end to end on the embedded server
+	$(BIN)/python -m demo
+
+clean: ## remove the virtualenv and the embedded database
+	-$(BIN)/python -m worker db stop
+	rm -rf $(VENV) .data

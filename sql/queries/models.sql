@@ -1,0 +1,47 @@
+-- Runtime queries of the model layer (worker/models/): accounting, gates, start-up checks.
+
+-- name: record_model_call
+-- On the accounting connection (autocommit): the row survives a rolled-back job.
+INSERT INTO queue.model_calls (
+    job_id, attempt_id, kind, call, backend, model, gate, prompt_version, round,
+    prompt_tokens, completion_tokens, latency_ms, gate_wait_ms, outcome, error_code)
+VALUES (
+    %(job_id)s, %(attempt_id)s, %(kind)s, %(call)s, %(backend)s, %(model)s, %(gate)s,
+    %(prompt_version)s, %(round)s, %(prompt_tokens)s, %(completion_tokens)s,
+    %(latency_ms)s, %(gate_wait_ms)s, %(outcome)s, %(error_code)s)
+RETURNING id;
+
+-- name: model_calls_for_job
+SELECT id, attempt_id, kind, call, backend, model, gate, prompt_version, round,
+       prompt_tokens, completion_tokens, latency_ms, gate_wait_ms, outcome, error_code,
+       created_at
+FROM queue.model_calls
+WHERE job_id = %(job_id)s
+ORDER BY id;
+
+-- name: model_usage_for_job
+SELECT job_id, kind, calls, attempts, failed_calls, prompt_tokens, completion_tokens,
+       latency_ms, gate_wait_ms, first_call_at, last_call_at
+FROM queue.model_usage_per_job
+WHERE job_id = %(job_id)s;
+
+-- name: model_usage_daily
+SELECT day, kind, backend, model, calls, ok_calls, invalid_calls, error_calls,
+       prompt_tokens, completion_tokens, total_tokens, latency_ms, avg_latency_ms,
+       gate_wait_ms
+FROM queue.model_usage_daily
+WHERE day >= %(since)s::date
+ORDER BY day, kind, backend, model;
+
+-- name: gate_try_lock
+-- Two-key advisory locks live apart from the one-key (bigint) space the migrator uses.
+SELECT pg_try_advisory_lock(%(class)s::int4, %(slot)s::int4) AS locked;
+
+-- name: gate_unlock
+SELECT pg_advisory_unlock(%(class)s::int4, %(slot)s::int4) AS unlocked;
+
+-- name: vector_column_dimension
+-- The declared dimension of a pgvector column (its typmod), or NULL for a bare `vector`.
+SELECT CASE WHEN a.atttypmod > 0 THEN a.atttypmod END AS dimension
+FROM pg_attribute a
+WHERE a.attrelid = %(table)s::regclass AND a.attname = %(column)s AND NOT a.attisdropped;

@@ -1,0 +1,115 @@
+"""The command line as a user runs it: embedded database by default, DATABASE_URL otherwise."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.procs import ROOT, WorkerProcess
+from worker import embedded
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+         ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("WORKER_") and k != "DATABASE_URL"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def pgdata(tmp_path: Path) -> Any:
+    tmp_path.chmod(0o755)  # the embedded server runs as its own user when we are root
+    path = tmp_path / "pg"
+    yield path
+    embedded.stop_server(path)  # only if a failing test left it running
+
+
+def test_migrate_and_run_on_the_embedded_server_with_no_database_url(pgdata: Path) -> None:
+    env = {"WORKER_EMBEDDED_PGDATA": str(pgdata)}
+    first = _cli("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_queue" in first.stdout
+    again = _cli("migrate", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    # the server was started for the command and stopped after it
+    assert embedded._running_uri(pgdata.resolve()) is None
+
+    proc = WorkerProcess(None, env=env, plugins="")
+    try:
+        proc.wait_ready()
+        uri = embedded._running_uri(pgdata.resolve())
+        assert uri is not None
+        with psycopg.connect(uri, autocommit=True) as conn:
+            listeners = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE application_name LIKE 'worker:%:listen'").fetchone()
+        assert listeners == (1,)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    finally:
+        proc.stop()
+    assert embedded._running_uri(pgdata.resolve()) is None
+
+
+def test_a_server_started_by_someone_else_is_left_running(pgdata: Path) -> None:
+    env = {"WORKER_EMBEDDED_PGDATA": str(pgdata)}
+    started = _cli("db", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert _cli("migrate", env=env).returncode == 0
+        assert embedded._running_uri(pgdata.resolve()) is not None
+        status = _cli("status", env=env)
+        assert status.returncode == 0 and "no jobs" in status.stdout
+    finally:
+        stopped = _cli("db", "stop", env=env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+
+
+def test_run_refuses_an_unmigrated_database(empty_dsn: str) -> None:
+    result = _cli("run", env={"DATABASE_URL": empty_dsn})
+    assert result.returncode == 3
+    assert "python -m worker migrate" in result.stderr
+
+
+def test_an_unreachable_database_is_a_one_line_error_without_the_password(tmp_path: Path) -> None:
+    # a server that does not answer: the error names the problem, in one line, exit 1
+    bad = f"postgresql://nobody:secret-pw@/nodb?host={tmp_path}&connect_timeout=2"
+    result = _cli("migrate", env={"DATABASE_URL": bad})
+    assert result.returncode == 1
+    assert "database error" in result.stderr
+    assert "secret-pw" not in result.stderr + result.stdout
+
+
+def test_operator_commands_through_the_cli(dsn: str) -> None:
+    env = {"DATABASE_URL": dsn}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        job = conn.execute("SELECT queue.enqueue('k', 's')").fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE queue.jobs SET status = 'failed', error_code = 'timeout', "
+                     "completed_at = now() WHERE id = %s", (job,))
+    status = _cli("status", env=env)
+    assert status.returncode == 0
+    assert "timeout" in status.stdout and "failed" in status.stdout
+    bulk = _cli("requeue", "--failed", "--kind", "k", "--error-code", "timeout", env=env)
+    assert bulk.returncode == 0 and "requeued 1" in bulk.stdout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        new = conn.execute("SELECT requeued_to FROM queue.jobs WHERE id = %s",
+                           (job,)).fetchone()[0]  # type: ignore[index]
+    cancelled = _cli("cancel", str(new), env=env)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    again = _cli("cancel", str(new), env=env)
+    assert again.returncode == 4
+    missing = _cli("requeue", "999999", env=env)
+    assert missing.returncode == 4 and "does not exist" in missing.stderr
+    usage = _cli("requeue", env=env)
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) <= 2
+    for command in ("run", "migrate", "status", "requeue", "cancel", "db"):
+        helped = _cli(command, "--help", env=env)
+        assert helped.returncode == 0 and "usage:" in helped.stdout

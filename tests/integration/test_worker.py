@@ -1,0 +1,254 @@
+"""The worker loop in process against a real server: wake-ups, retries, rollbacks, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from tests.support.inproc import running_worker, until
+from worker.errors import FinalFailure, RetryLater
+from worker.job import Job
+from worker.registry import JobKind, Registry
+
+AConn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+async def _aconnect(dsn: str) -> AConn:
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+
+
+async def _fetch(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
+    async with await _aconnect(dsn) as conn:
+        cur = await conn.execute(query.encode(), params)
+        return await cur.fetchall()
+
+
+async def _enqueue(dsn: str, kind: str, subject: str | None = None,
+                   payload: str = "{}", max_attempts: int = 2) -> int:
+    rows = await _fetch(dsn, "SELECT queue.enqueue(%s, %s, %s::jsonb, p_max_attempts => %s) AS id",
+                        (kind, subject, payload, max_attempts))
+    return int(rows[0]["id"])
+
+
+async def _job(dsn: str, job_id: int) -> dict[str, Any]:
+    return (await _fetch(dsn, "SELECT * FROM queue.job_states WHERE id = %s", (job_id,)))[0]
+
+
+async def _status(dsn: str, job_id: int, *statuses: str) -> bool:
+    return (await _job(dsn, job_id))["status"] in statuses
+
+
+async def _effect(conn: AConn, job: Job, note: str = "") -> None:
+    await conn.execute(b"INSERT INTO test_effects (job_id, attempt, worker_pid, note) "
+                       b"VALUES (%s, %s, 0, %s)", (job.id, job.attempt, note))
+
+
+async def _effects(dsn: str, job_id: int) -> list[dict[str, Any]]:
+    return await _fetch(dsn, "SELECT * FROM test_effects WHERE job_id = %s ORDER BY id",
+                        (job_id,))
+
+
+def _registry(*kinds: JobKind) -> Registry:
+    registry = Registry()
+    for kind in kinds:
+        registry.register(kind)
+    return registry
+
+
+async def _ok(conn: AConn, job: Job) -> dict[str, Any]:
+    await _effect(conn, job)
+    return {"done": job.id}
+
+
+def test_notify_wakes_an_idle_worker(dsn: str) -> None:
+    async def main() -> None:
+        # the poll would take a minute: only the NOTIFY can bring the job in time
+        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60):
+            job = await _enqueue(dsn, "k", "s")
+            await until(lambda: _status(dsn, job, "completed"), within=10,
+                        message="job completed")
+        row = await _job(dsn, job)
+        assert row["result"] == {"done": job} and row["attempts"] == 1
+        assert len(await _effects(dsn, job)) == 1
+
+    asyncio.run(main())
+
+
+def test_a_job_inserted_without_notify_is_picked_up_by_polling(dsn: str) -> None:
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=0.3):
+            async with await _aconnect(dsn) as conn:
+                # replica mode skips triggers, so no NOTIFY is sent
+                await conn.execute(b"SET session_replication_role = replica")
+                cur = await conn.execute(b"INSERT INTO queue.jobs (kind) VALUES ('k') RETURNING id")
+                job = (await cur.fetchone())["id"]  # type: ignore[index]
+            await until(lambda: _status(dsn, job, "completed"), within=10,
+                        message="polled job completed")
+
+    asyncio.run(main())
+
+
+def test_a_terminated_listen_connection_is_reestablished(dsn: str) -> None:
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60) as w:
+            assert w.listener is not None
+            old_pid = w.listener.backend_pid
+            await _fetch(dsn, "SELECT pg_terminate_backend(%s)", (old_pid,))
+            await until(lambda: _changed(w, old_pid), within=10, message="re-LISTEN")
+            job = await _enqueue(dsn, "k", "after-reconnect")
+            await until(lambda: _status(dsn, job, "completed"), within=10,
+                        message="job after reconnect completed")
+
+    async def _changed(w: Any, old_pid: int | None) -> bool:
+        return bool(w.listener.listening.is_set() and w.listener.backend_pid not in
+                    (None, old_pid))
+
+    asyncio.run(main())
+
+
+def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> None:
+    async def fails(conn: AConn, job: Job) -> None:
+        await _effect(conn, job, "written before the failure")
+        raise RuntimeError("handler broke")
+
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", fails))):
+            job = await _enqueue(dsn, "k", "s", max_attempts=2)
+            await until(lambda: _status(dsn, job, "failed"), message="job failed")
+        row = await _job(dsn, job)
+        assert row["attempts"] == 2
+        assert row["error_code"] == "unknown_error"
+        assert "handler broke" in row["error_message"]
+        assert row["completed_at"] is not None
+        assert await _effects(dsn, job) == []
+        attempts = await _fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
+                                     "WHERE job_id = %s ORDER BY attempt", (job,))
+        assert attempts == [{"attempt": 1, "outcome": "retry"},
+                            {"attempt": 2, "outcome": "failed"}]
+
+    asyncio.run(main())
+
+
+def test_final_failures_are_not_retried_and_retry_after_is_honoured(dsn: str) -> None:
+    async def final(conn: AConn, job: Job) -> None:
+        raise FinalFailure("guard_fail", "the model picked 3, the key is 2")
+
+    async def later(conn: AConn, job: Job) -> None:
+        raise RetryLater("rate_limited", "slow down", delay=3600)
+
+    async def main() -> None:
+        registry = _registry(JobKind("final", final), JobKind("later", later))
+        async with running_worker(dsn, registry):
+            a = await _enqueue(dsn, "final", "s", max_attempts=5)
+            b = await _enqueue(dsn, "later", "s", max_attempts=5)
+            await until(lambda: _status(dsn, a, "failed"), message="final failure")
+            await until(lambda: _attempts(dsn, b, 1), message="retry recorded")
+        row_a, row_b = await _job(dsn, a), await _job(dsn, b)
+        assert row_a["attempts"] == 1 and row_a["error_code"] == "guard_fail"
+        assert row_b["status"] == "pending" and row_b["error_code"] == "rate_limited"
+        waited = (row_b["run_at"] - row_b["updated_at"]).total_seconds()
+        assert 3590 < waited < 3610
+
+    async def _attempts(dsn: str, job: int, n: int) -> bool:
+        return bool((await _job(dsn, job))["attempts"] == n)
+
+    asyncio.run(main())
+
+
+def test_one_failure_in_a_batch_does_not_sink_the_others(dsn: str) -> None:
+    async def mixed(conn: AConn, job: Job) -> dict[str, Any]:
+        await _effect(conn, job)
+        if job.payload.get("bad"):
+            raise FinalFailure("bad_input", "cannot")
+        return {}
+
+    async def main() -> None:
+        async with await _aconnect(dsn) as conn:
+            # all in one transaction, so the batch claim sees them together
+            async with conn.transaction():
+                for i in range(5):
+                    await conn.execute(
+                        b"SELECT queue.enqueue('k', %s, %s::jsonb)",
+                        (f"s{i}", '{"bad": true}' if i == 2 else "{}"))
+        async with running_worker(dsn, _registry(JobKind("k", mixed, batch_size=10))):
+            await until(lambda: _none_pending(dsn), message="batch finished")
+        rows = await _fetch(dsn, "SELECT subject, status FROM queue.jobs ORDER BY subject")
+        assert [r["status"] for r in rows] == ["completed", "completed", "failed",
+                                               "completed", "completed"]
+        effects = await _fetch(dsn, "SELECT j.subject FROM test_effects e "
+                                    "JOIN queue.jobs j ON j.id = e.job_id ORDER BY 1")
+        assert [r["subject"] for r in effects] == ["s0", "s1", "s3", "s4"]
+
+    async def _none_pending(dsn: str) -> bool:
+        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE status = 'pending'")
+        return bool(rows[0]["n"] == 0)
+
+    asyncio.run(main())
+
+
+def test_a_handler_past_its_timeout_is_stopped_and_retried(dsn: str) -> None:
+    async def slow(conn: AConn, job: Job) -> None:
+        await _effect(conn, job)
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", slow, timeout=0.3))):
+            job = await _enqueue(dsn, "k", "s", max_attempts=2)
+            await until(lambda: _status(dsn, job, "failed"), message="timed out twice")
+        row = await _job(dsn, job)
+        assert row["error_code"] == "timeout" and row["attempts"] == 2
+        assert await _effects(dsn, job) == []
+
+    asyncio.run(main())
+
+
+def test_a_completion_that_lost_its_claim_writes_nothing(dsn: str) -> None:
+    """The claiming session is killed mid-job: its writes vanish, another claim finishes."""
+    started: asyncio.Queue[int] = asyncio.Queue()
+    go_on = asyncio.Event()
+
+    async def handler(conn: AConn, job: Job) -> dict[str, Any]:
+        if job.attempt == 1:
+            await started.put(conn.info.backend_pid)
+            await go_on.wait()
+        await _effect(conn, job, f"attempt {job.attempt}")
+        return {"attempt": job.attempt}
+
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", handler))):
+            job = await _enqueue(dsn, "k", "s", max_attempts=3)
+            pid = await asyncio.wait_for(started.get(), 10)
+            await _fetch(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+            go_on.set()  # the first attempt now tries to write and finish on a dead session
+            await until(lambda: _status(dsn, job, "completed"), message="completed by retry")
+        effects = await _effects(dsn, job)
+        assert [e["note"] for e in effects] == ["attempt 2"]
+        row = await _job(dsn, job)
+        assert row["attempts"] == 2 and row["result"] == {"attempt": 2}
+        outcomes = await _fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
+                                     "WHERE job_id = %s ORDER BY attempt", (job,))
+        assert outcomes == [{"attempt": 1, "outcome": "worker_lost"},
+                            {"attempt": 2, "outcome": "completed"}]
+
+    asyncio.run(main())
+
+
+def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
+    """idle_in_transaction_session_timeout is the backstop for a wedged handler."""
+
+    async def handler(conn: AConn, job: Job) -> None:
+        if job.attempt == 1:
+            await asyncio.sleep(3)  # holds the claim idle past the server's limit
+        await _effect(conn, job, f"attempt {job.attempt}")
+
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", handler, concurrency=2)),
+                                  idle_in_tx_timeout_ms=500):
+            job = await _enqueue(dsn, "k", "s", max_attempts=3)
+            await until(lambda: _status(dsn, job, "completed"), message="completed after kill")
+        assert [e["note"] for e in await _effects(dsn, job)] == ["attempt 2"]
+
+    asyncio.run(main())

@@ -1,0 +1,113 @@
+"""Pure logic of the queue core: retry classification, backoff, queries, settings, masking."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from worker import logs
+from worker.config import Settings
+from worker.errors import ConfigError, FinalFailure, GuardFailed, JobError, RetryLater, SkipJob
+from worker.job import Job
+from worker.queries import parse, q
+from worker.registry import JobKind, Registry
+from worker.retry import MAX_MESSAGE, backoff, classify
+
+
+def _job(attempt: int = 1, max_attempts: int = 3) -> Job:
+    return Job(id=1, kind="k", subject=None, payload={}, priority=0, max_attempts=max_attempts,
+               created_at=datetime.now(UTC), attempt=attempt, attempt_id=10)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (SkipJob("evidence_missing", "no evidence"), "skipped", "evidence_missing"),
+        (GuardFailed("guard_fail", "3 != 2"), "failed", "guard_fail"),
+        (FinalFailure("quota_exhausted", "no quota"), "failed", "quota_exhausted"),
+        (RetryLater("rate_limited", "429"), "pending", "rate_limited"),
+        (JobError("parse_fail", "bad json"), "pending", "parse_fail"),
+        (TimeoutError(), "pending", "timeout"),
+        (ValueError("boom"), "pending", "unknown_error"),
+    ],
+)
+def test_classify_first_attempt(exc: BaseException, status: str, code: str) -> None:
+    outcome = classify(exc, _job(attempt=1), base=2, cap=60)
+    assert (outcome.status, outcome.error_code) == (status, code)
+    if status == "pending":
+        assert outcome.outcome == "retry" and 1 <= outcome.retry_in <= 2
+
+
+def test_retryable_failures_on_the_last_attempt_are_final() -> None:
+    outcome = classify(RetryLater("rate_limited", "429"), _job(3, 3), base=2, cap=60)
+    assert (outcome.status, outcome.outcome) == ("failed", "failed")
+
+
+def test_retry_after_hint_is_used_as_is() -> None:
+    outcome = classify(RetryLater("rate_limited", "429", delay=42.0), _job(1), base=2, cap=60)
+    assert outcome.retry_in == 42.0
+
+
+def test_unknown_errors_keep_their_type_and_a_bounded_message() -> None:
+    outcome = classify(ValueError("x" * 5000), _job(3, 3), base=2, cap=60)
+    assert outcome.error_message is not None
+    assert outcome.error_message.startswith("ValueError: xxx")
+    assert len(outcome.error_message) == MAX_MESSAGE
+
+
+def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        ceiling = min(100.0, 1.0 * 2 ** (attempt - 1))
+        delays = [backoff(attempt, 1.0, 100.0, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+def test_named_queries_parse_and_reject_duplicates() -> None:
+    parsed = parse("-- name: a\nSELECT 1;\n\n-- name: b\n-- a comment\nSELECT %(x)s;\n")
+    assert parsed == {"a": b"SELECT 1;", "b": b"-- a comment\nSELECT %(x)s;"}
+    with pytest.raises(ValueError, match="defined twice"):
+        parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
+    assert b"SKIP LOCKED" in q("claim_jobs")
+    with pytest.raises(KeyError, match="no query named"):
+        q("nope")
+
+
+def test_settings_parse_lists_and_per_kind_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_PLUGINS", "a.b, c.d")
+    monkeypatch.setenv("WORKER_CONCURRENCY", "embedding=4,explanation=2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@h/db")
+    settings = Settings()
+    assert settings.plugins == ["a.b", "c.d"]
+    assert settings.concurrency == {"embedding": 4, "explanation": 2}
+    assert settings.database_url is not None and "pw" not in repr(settings)
+
+
+def test_registry_applies_overrides_and_rejects_unknown_kinds() -> None:
+    async def handler(conn: object, job: object) -> None:
+        return None
+
+    registry = Registry()
+    registry.register(JobKind("a", handler))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="twice"):
+        registry.register(JobKind("a", handler))  # type: ignore[arg-type]
+    [kind] = registry.configured({"a": 3}, {"a": 50})
+    assert (kind.concurrency, kind.batch_size) == (3, 50)
+    with pytest.raises(ConfigError, match="unknown job kinds: zz"):
+        registry.configured({"zz": 1}, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("postgresql://worker:hunter2@db/app", "hunter2"),
+        ("host=db password=hunter2 dbname=app", "hunter2"),
+        ("key sk-proj-abcdefghijklmnop used", "abcdefghijklmnop"),
+        ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+    ],
+)
+def test_log_masking_hides_credentials(text: str, secret: str) -> None:
+    assert secret not in logs.mask(text)

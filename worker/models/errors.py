@@ -1,0 +1,86 @@
+"""Model-call failures as the queue's own exception types, so worker/retry.py classifies them.
+
+Retryable faults are RetryLater (a 429's Retry-After becomes its delay); the rest FinalFailure.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from worker.errors import FinalFailure, RetryLater
+
+# How much of an unusable reply is kept for the operator (the mission asks for 1000 chars).
+RAW_EXCERPT_CHARS: Final = 1000
+# The reason is clipped too, so reason + excerpt fit in the job's error_message (2000 chars).
+REASON_CHARS: Final = 800
+
+RETRYABLE_CODES: Final = frozenset(
+    {"timeout", "rate_limited", "server_error", "connection_error", "parse_fail"}
+)
+FINAL_CODES: Final = frozenset(
+    {"quota_exhausted", "bad_request", "refused", "content_filter", "truncated"}
+)
+
+
+def excerpt(raw: str | None) -> str | None:
+    return None if raw is None else raw[:RAW_EXCERPT_CHARS]
+
+
+def _message(reason: str, raw_excerpt: str | None) -> str:
+    reason = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
+    if raw_excerpt is None:
+        return reason
+    return f"{reason}; raw reply (first {RAW_EXCERPT_CHARS} chars): {raw_excerpt!r}"
+
+
+class ModelRetryable(RetryLater):
+    """A model call that may work later: timeout, 429, 5xx, connection, unusable output."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        delay: float | None = None,
+        *,
+        raw: str | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        if code not in RETRYABLE_CODES:
+            raise ValueError(f"{code!r} is not a retryable model error code")
+        self.reason = reason
+        self.raw_excerpt = excerpt(raw)
+        self.backend = backend
+        self.model = model
+        super().__init__(code, _message(reason, self.raw_excerpt), delay)
+
+
+class ModelFinal(FinalFailure):
+    """A model call that the same request cannot fix: quota, bad request, refusal, filter,
+    or a reply cut off at max_tokens."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        raw: str | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        if code not in FINAL_CODES:
+            raise ValueError(f"{code!r} is not a final model error code")
+        self.reason = reason
+        self.raw_excerpt = excerpt(raw)
+        self.backend = backend
+        self.model = model
+        super().__init__(code, _message(reason, self.raw_excerpt))
+
+
+# Either kind of model failure; isinstance() accepts this union.
+ModelError = ModelRetryable | ModelFinal
+
+
+def error_details(exc: ModelRetryable | ModelFinal) -> dict[str, str | None]:
+    """What a job kind stores on its job for an operator: code, reason, raw excerpt."""
+    return {"error_code": exc.code, "reason": exc.reason, "raw_excerpt": exc.raw_excerpt}

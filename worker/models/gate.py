@@ -1,0 +1,185 @@
+"""Model gates: at most `capacity` calls inside one model endpoint at once, shared by every
+job kind that uses it, and optionally across worker processes through advisory locks.
+
+A holder leaves the gate only when its body has unwound, i.e. when the model call stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+
+from worker.db import aconnect
+from worker.errors import ConfigError
+from worker.queries import q
+
+log = structlog.get_logger("worker.models.gate")
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One pass through a gate: how long it waited, and which cross-process slot it holds."""
+
+    wait_ms: float
+    slot: int | None = None
+
+
+class Gate:
+    """An in-process gate: an asyncio semaphore that knows how many permits are in use."""
+
+    def __init__(self, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ConfigError(f"gate {name!r}: capacity must be at least 1, not {capacity}")
+        self.name = name
+        self.capacity = capacity
+        self._sem = asyncio.Semaphore(capacity)
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[Ticket]:
+        started = time.monotonic()
+        async with self._sem:
+            self._in_use += 1
+            try:
+                async with self._cross_process() as slot:
+                    yield Ticket(round((time.monotonic() - started) * 1000, 3), slot)
+            finally:
+                self._in_use -= 1
+
+    @contextlib.asynccontextmanager
+    async def _cross_process(self) -> AsyncIterator[int | None]:
+        yield None
+
+    async def aclose(self) -> None:
+        """Nothing to close for an in-process gate."""
+
+
+def lock_class(name: str) -> int:
+    """A stable signed 32-bit key for the gate's name (the first half of a two-key lock)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class AdvisoryGate(Gate):
+    """A gate that also holds one of `capacity` PostgreSQL advisory locks while inside.
+
+    Each holder polls pg_try_advisory_lock(class, slot) on a session of its own, so a
+    crashed process frees its slot with its connection. Polling, not a blocking lock,
+    keeps a cancelled waiter from leaving a lock request queued on the server.
+    """
+
+    def __init__(
+        self, name: str, capacity: int, dsn: str, *, poll_interval: float = 0.05
+    ) -> None:
+        super().__init__(name, capacity)
+        self._dsn = dsn
+        self._class = lock_class(name)
+        self._poll = poll_interval
+        self._idle: list[Conn] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _connection(self) -> Conn:
+        while self._idle:
+            conn = self._idle.pop()
+            if not (conn.closed or conn.broken):
+                return conn
+        return await aconnect(
+            self._dsn, autocommit=True, application_name=f"worker-gate:{self.name}"[:63]
+        )
+
+    async def _try_slots(self, conn: Conn) -> int | None:
+        for slot in random.sample(range(self.capacity), self.capacity):
+            cur = await conn.execute(q("gate_try_lock"), {"class": self._class, "slot": slot})
+            row = await cur.fetchone()
+            if row and row["locked"]:
+                return slot
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _cross_process(self) -> AsyncIterator[int | None]:
+        conn = await self._connection()
+        try:
+            slot = await self._try_slots(conn)
+            while slot is None:
+                # jitter keeps processes from polling in lockstep
+                await asyncio.sleep(self._poll * random.uniform(0.5, 1.5))
+                slot = await self._try_slots(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        try:
+            yield slot
+        finally:
+            await self._unlock(conn, slot)
+
+    async def _unlock(self, conn: Conn, slot: int) -> None:
+        task = asyncio.ensure_future(
+            conn.execute(q("gate_unlock"), {"class": self._class, "slot": slot})
+        )
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # cancelled again while unlocking: the unlock goes on, and the session is closed
+            # once it is done, so the slot cannot stay locked
+            task.add_done_callback(lambda _: self._close_soon(conn))
+            raise
+        except Exception:
+            # a broken session: closing it makes the server free every lock it held
+            log.warning("gate_unlock_failed", gate=self.name, slot=slot)
+            await conn.close()
+            return
+        self._idle.append(conn)
+
+    def _close_soon(self, conn: Conn) -> None:
+        task = asyncio.get_running_loop().create_task(conn.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+
+class Gates:
+    """The gates of one worker process, by endpoint name; asking twice gives the same gate."""
+
+    def __init__(self, dsn: str | None = None) -> None:
+        self._dsn = dsn
+        self._gates: dict[str, Gate] = {}
+
+    def get(self, name: str, capacity: int, *, cross_process: bool = False) -> Gate:
+        gate = self._gates.get(name)
+        if gate is not None:
+            if gate.capacity != capacity or isinstance(gate, AdvisoryGate) != cross_process:
+                raise ConfigError(
+                    f"gate {name!r} is configured twice with different settings "
+                    f"(capacity {gate.capacity} vs {capacity})"
+                )
+            return gate
+        if cross_process:
+            if self._dsn is None:
+                raise ConfigError(f"gate {name!r}: a cross-process gate needs a database")
+            gate = AdvisoryGate(name, capacity, self._dsn)
+        else:
+            gate = Gate(name, capacity)
+        self._gates[name] = gate
+        return gate
+
+    async def aclose(self) -> None:
+        for gate in self._gates.values():
+            await gate.aclose()

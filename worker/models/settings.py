@@ -1,0 +1,91 @@
+"""Model settings from the environment: which backend, which endpoint, gates and timeouts.
+
+API keys are SecretStr, so they never show in a repr or a log record.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.models.types import JsonMode
+
+DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+
+class ModelSettings(BaseSettings):
+    """Variables are prefixed `WORKER_`, except the OpenAI SDK's own OPENAI_API_KEY and
+    OPENAI_BASE_URL. Every variable is listed in docs/models.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    llm_backend: Literal["openai", "mlx"] = "openai"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "WORKER_OPENAI_API_KEY")
+    )
+    # None: the SDK's default, the OpenAI API
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "WORKER_OPENAI_BASE_URL")
+    )
+    llm_model: str = "gpt-4o"
+    llm_json_mode: JsonMode = "json_schema"
+    # for the mlx backend: a local path or a Hugging Face repo id of an MLX model
+    mlx_model: str | None = None
+
+    llm_gate_capacity: int = Field(default=1, ge=1)
+    llm_gate_cross_process: bool = False
+    # defaults to the endpoint (base URL, or "mlx" in process)
+    llm_gate_name: str | None = None
+
+    embed_base_url: str | None = None
+    embed_api_key: SecretStr | None = None
+    embed_model: str = "bge-m3"
+    embed_dim: int = Field(default=1024, ge=1)
+    # send `dimensions` with each request (OpenAI text-embedding-3 can shorten vectors;
+    # most other servers reject the field)
+    embed_send_dimensions: bool = False
+    embed_gate_capacity: int = Field(default=4, ge=1)
+    embed_batch_size: int = Field(default=32, ge=1)
+
+    # per job kind, e.g. "explanation=30,embedding=15,weakness_analysis=90"
+    llm_timeouts: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_TIMEOUTS)
+    )
+    llm_timeout_default: float = Field(default=60.0, gt=0)
+
+    @field_validator("llm_timeouts", mode="before")
+    @classmethod
+    def _split_mapping(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected kind=seconds pairs separated by commas")
+            return {**DEFAULT_TIMEOUTS, **{k.strip(): float(v) for k, v in pairs}}
+        return value
+
+    @field_validator("llm_timeouts")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(seconds <= 0 for seconds in value.values()):
+            raise ValueError("timeouts must be positive")
+        return value
+
+    def timeout_for(self, kind: str) -> float:
+        return self.llm_timeouts.get(kind, self.llm_timeout_default)
+
+    def chat_endpoint(self) -> str:
+        if self.llm_backend == "mlx":
+            return "mlx"
+        return (self.openai_base_url or OPENAI_API_URL).rstrip("/")
+
+    def embed_endpoint(self) -> str:
+        return (self.embed_base_url or self.openai_base_url or OPENAI_API_URL).rstrip("/")
+
+
+def load_model_settings(**overrides: object) -> ModelSettings:
+    return ModelSettings(**overrides)  # type: ignore[arg-type]  # pydantic-settings fills the rest
