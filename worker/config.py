@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # while its claiming transaction is open
     idle_in_tx_timeout_ms: int = Field(default=300_000, ge=0)
 
+    # 0 = no metrics endpoint; otherwise Prometheus metrics on 127.0.0.1:<port>
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

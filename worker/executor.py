@@ -16,6 +16,7 @@ import structlog
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.errors import OwnershipLost
 from worker.job import Job, Outcome
@@ -76,6 +77,7 @@ class Executor:
                            "(killed or disconnected) before finishing")
                 finished.append((row["id"], None, rec["prior"],
                                  Outcome("failed", "failed", "worker_lost", message)))
+                metrics.job_finished(kind.name, "worker_lost", 0.0)
                 log.warning("job_worker_lost", job_id=row["id"], kind=kind.name,
                             attempts=rec["prior"])
                 continue
@@ -122,7 +124,9 @@ class Executor:
             raise
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        seconds = time.monotonic() - started
+        metrics.job_finished(job.kind, outcome.outcome, seconds)
+        duration_ms = round(seconds * 1000, 1)
         event = "job_completed" if outcome.status == "completed" else f"job_{outcome.outcome}"
         bound.info(event, outcome=outcome.outcome, duration_ms=duration_ms,
                    error_code=outcome.error_code, error_message=outcome.error_message,

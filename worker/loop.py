@@ -21,8 +21,10 @@ from worker.attempts import Bookkeeper
 from worker.config import Settings
 from worker.errors import OwnershipLost
 from worker.executor import Conn, Executor
+from worker import metrics
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
+from worker.systemd import notify, watchdog, watchdog_interval
 
 log = structlog.get_logger("worker.loop")
 
@@ -111,6 +113,7 @@ class Worker:
         await pool.open(wait=True, timeout=30)
         listen_task = asyncio.create_task(self.listener.run(), name="listener")
         slots: list[asyncio.Task[None]] = []
+        helpers: list[asyncio.Task[None]] = []
         try:
             await asyncio.wait_for(self.listener.listening.wait(), 30)
             executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
@@ -124,17 +127,33 @@ class Worker:
                      kinds={k.name: {"concurrency": k.concurrency, "batch_size": k.batch_size}
                             for k in self.kinds})
             self.ready.set()
+            if settings.metrics_port:
+                metrics.serve(settings.metrics_port)
+                helpers.append(asyncio.create_task(
+                    metrics.refresh_queue_depth(self.dsn, options), name="metrics"))
+            notify("READY=1", f"STATUS=working: {len(slots)} slots over {len(self.kinds)} kinds")
+            interval = watchdog_interval()
+            if interval is not None:
+                helpers.append(asyncio.create_task(
+                    watchdog(lambda: self._healthy(slots, listen_task), interval),
+                    name="watchdog"))
             if on_ready is not None:
                 on_ready()
             await self._stopping.wait()
+            notify("STOPPING=1", "STATUS=draining in-flight jobs")
             await self._drain(slots)
         finally:
-            for task in [*slots, listen_task]:
+            for task in [*slots, *helpers, listen_task]:
                 task.cancel()
-            await asyncio.gather(*slots, listen_task, return_exceptions=True)
+            await asyncio.gather(*slots, *helpers, listen_task, return_exceptions=True)
             await bookkeeper.close()
             await pool.close()
             log.info("worker_stopped", worker_id=settings.worker_id)
+
+    def _healthy(self, slots: list[asyncio.Task[None]], listen_task: asyncio.Task[None]) -> bool:
+        """Every slot and the listener still running (they never end on their own while the
+        worker runs). Database outages are not unhealthy: the worker reconnects by itself."""
+        return not listen_task.done() and all(not task.done() for task in slots)
 
     async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
         if not slots:

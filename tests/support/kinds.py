@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -64,3 +65,10 @@ async def flaky(conn: Conn, job: Job) -> None:
     if job.payload.get("final"):
         raise FinalFailure("bad_input", "this input can never work")
     raise RetryLater("upstream_busy", "try again", delay=float(job.payload.get("delay", 0)))
+
+
+@registry.kind("test.wedge")
+async def wedge(conn: Conn, job: Job) -> None:
+    await _mark_started(conn, job)
+    # blocks the whole event loop, as a CPU-bound or blocking call in a handler would
+    time.sleep(float(job.payload.get("seconds", 2.0)))

@@ -14,3 +14,6 @@ CREATE TABLE test_started (
     worker_pid integer NOT NULL,
     at         timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- the test job kinds run as the worker's least-privilege role in some tests
+GRANT SELECT, INSERT ON test_effects, test_started TO llm_worker;
