@@ -47,6 +47,11 @@ class GuardFailed(FinalFailure):
     """The model's answer broke a guard; final, no retry."""
 
 
+class InputChanged(JobError):
+    """The job's input changed while it ran: nothing was written for the old input, and the
+    job runs again at once without using up an attempt (its attempt ends `superseded`)."""
+
+
 class SkipJob(JobError):
     """Nothing to do for this job (its subject is gone, no evidence): the job ends skipped."""
 

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from worker import metrics
 from worker.attempts import Bookkeeper
-from worker.errors import OwnershipLost
+from worker.errors import JobError, OwnershipLost
 from worker.job import Job, Outcome
 from worker.queries import q
 from worker.registry import JobKind
@@ -90,7 +90,14 @@ class Executor:
 
         released: list[int] = []
         try:
-            for job in jobs:
+            if kind.batch_handler is not None and jobs:
+                if self._stopping():
+                    released = [job.attempt_id for job in jobs if job.attempt_id is not None]
+                else:
+                    outcomes = await self._execute_batch(conn, kind, jobs)
+                    finished.extend((job.id, job.attempt_id, job.attempt, outcome)
+                                    for job, outcome in zip(jobs, outcomes, strict=True))
+            for job in jobs if kind.batch_handler is None else []:
                 if self._stopping() and job.attempt_id is not None:
                     # shutting down: a job of this batch that has not started stays pending
                     released.append(job.attempt_id)
@@ -113,9 +120,9 @@ class Executor:
             self._wake_later(kind.name, min(retries))
 
     async def _execute(self, conn: Conn, kind: JobKind, job: Job) -> Outcome:
-        bound = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
+        assert kind.handler is not None
         started = time.monotonic()
-        bound.debug("job_started")
+        log.debug("job_started", job_id=job.id, kind=job.kind, attempt=job.attempt)
         try:
             async with conn.transaction():
                 result = await asyncio.wait_for(kind.handler(conn, job), kind.timeout)
@@ -124,14 +131,54 @@ class Executor:
             raise
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
+        await self._after(conn, kind, job, outcome, started)
+        return outcome
+
+    async def _execute_batch(self, conn: Conn, kind: JobKind, jobs: list[Job]) -> list[Outcome]:
+        """One call of the kind's batch handler for the whole claim (e.g. one embedding call
+        for many rows). It returns a result or an exception per job; if it raises, its writes
+        roll back and every job of the batch gets that failure."""
+        assert kind.batch_handler is not None
+        started = time.monotonic()
+        results: dict[int, dict[str, Any] | BaseException | None]
+        try:
+            async with conn.transaction():
+                results = await asyncio.wait_for(kind.batch_handler(conn, jobs), kind.timeout)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except Exception as exc:  # one failure for the batch: each job records it
+            results = {job.id: exc for job in jobs}
+        outcomes = []
+        for job in jobs:
+            result = results.get(job.id, JobError("unknown_error", "no result for this job"))
+            if isinstance(result, BaseException):
+                outcome = classify(result, job, self._retry_base, self._retry_cap)
+            else:
+                outcome = Outcome.completed(result)
+            await self._after(conn, kind, job, outcome, started)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _after(
+        self, conn: Conn, kind: JobKind, job: Job, outcome: Outcome, started: float
+    ) -> None:
+        """Let the kind mark its domain row for a job that ended without success, then log."""
+        if kind.on_final_failure is not None and outcome.status in ("failed", "skipped"):
+            try:
+                async with conn.transaction():
+                    await kind.on_final_failure(conn, job, outcome)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except Exception as exc:  # the job's own outcome is still recorded
+                log.exception("on_final_failure_failed", job_id=job.id, kind=job.kind,
+                              error=str(exc))
         seconds = time.monotonic() - started
         metrics.job_finished(job.kind, outcome.outcome, seconds)
-        duration_ms = round(seconds * 1000, 1)
         event = "job_completed" if outcome.status == "completed" else f"job_{outcome.outcome}"
-        bound.info(event, outcome=outcome.outcome, duration_ms=duration_ms,
-                   error_code=outcome.error_code, error_message=outcome.error_message,
-                   retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)
-        return outcome
+        log.info(event, job_id=job.id, kind=job.kind, attempt=job.attempt,
+                 outcome=outcome.outcome, duration_ms=round(seconds * 1000, 1),
+                 error_code=outcome.error_code, error_message=outcome.error_message,
+                 retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)
 
     async def _finish(
         self,

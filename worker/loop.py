@@ -17,11 +17,11 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.config import Settings
 from worker.errors import OwnershipLost
 from worker.executor import Conn, Executor
-from worker import metrics
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
 from worker.systemd import notify, watchdog, watchdog_interval

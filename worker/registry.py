@@ -13,17 +13,28 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from worker.errors import ConfigError
-from worker.job import Job
+from worker.job import Job, Outcome
 
+Conn = AsyncConnection[dict[str, Any]]
 # A handler gets the claiming transaction's connection and the claimed job. It returns the
 # job's result (stored in queue.jobs.result) or raises a worker.errors.JobError.
-Handler = Callable[[AsyncConnection[dict[str, Any]], Job], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[Conn, Job], Awaitable[dict[str, Any] | None]]
+# A batch handler gets every job of the claim at once and returns, per job id, the job's
+# result or the exception it ended with (for one model call serving many jobs).
+BatchHandler = Callable[
+    [Conn, list[Job]], Awaitable[dict[int, dict[str, Any] | BaseException | None]]
+]
+# Called in the claiming transaction when a job ends failed or skipped, so the kind can mark
+# its domain row (e.g. a question's explanation status) in the same commit.
+FailureHook = Callable[[Conn, Job, Outcome], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    handler: Handler
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+    on_final_failure: FailureHook | None = None
     # jobs claimed per transaction; they run one after another, each in a savepoint
     batch_size: int = 1
     # claiming transactions of this kind that may be open at once in one worker
@@ -39,6 +50,8 @@ class Registry:
     def register(self, kind: JobKind) -> JobKind:
         if kind.name in self._kinds:
             raise ConfigError(f"job kind {kind.name!r} is registered twice")
+        if (kind.handler is None) == (kind.batch_handler is None):
+            raise ConfigError(f"job kind {kind.name!r} needs exactly one of handler, batch_handler")
         if kind.batch_size < 1 or kind.concurrency < 1 or kind.timeout <= 0:
             raise ConfigError(f"job kind {kind.name!r}: batch_size, concurrency, timeout > 0")
         self._kinds[kind.name] = kind
@@ -50,7 +63,8 @@ class Registry:
         """Decorator form of register()."""
 
         def wrap(handler: Handler) -> Handler:
-            self.register(JobKind(name, handler, batch_size, concurrency, timeout))
+            self.register(JobKind(name, handler, batch_size=batch_size,
+                                  concurrency=concurrency, timeout=timeout))
             return handler
 
         return wrap

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from worker.errors import FinalFailure, JobError, RetryLater, SkipJob
+from worker.errors import FinalFailure, InputChanged, JobError, RetryLater, SkipJob
 from worker.job import Job, Outcome
 
 MAX_MESSAGE = 2000
@@ -26,6 +26,8 @@ def _clip(message: str) -> str:
 
 def classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
     """Turn what a handler raised into the outcome recorded for the job."""
+    if isinstance(exc, InputChanged):
+        return Outcome("pending", "superseded", exc.code, _clip(exc.message))
     if isinstance(exc, SkipJob):
         return Outcome("skipped", "skipped", exc.code, _clip(exc.message))
     if isinstance(exc, FinalFailure):

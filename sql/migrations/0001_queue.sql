@@ -60,7 +60,7 @@ CREATE TABLE queue.attempts (
     claim_xid     xid8        NOT NULL,
     started_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at   timestamptz,
-    -- completed | failed | skipped | retry | released | worker_lost
+    -- completed | failed | skipped | retry | superseded | released | worker_lost
     outcome       text,
     error_code    text,
     error_message text

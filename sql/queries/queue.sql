@@ -16,12 +16,15 @@ FOR NO KEY UPDATE OF j SKIP LOCKED;
 
 -- name: record_attempts
 -- Runs on the bookkeeping connection (its own transaction, committed before any handler
--- starts). Counts earlier attempts that were not released on a graceful shutdown; a job
--- that already used all of them gets no new attempt and is failed by the caller.
+-- starts). Counts earlier attempts, except those released on a graceful shutdown and those
+-- superseded because the job's input changed; a job that already used all of them gets no
+-- new attempt and is failed by the caller.
 WITH j AS (
     SELECT x.id, x.max_attempts,
            (SELECT count(*) FROM queue.attempts a
-            WHERE a.job_id = x.id AND a.outcome IS DISTINCT FROM 'released')::int AS prior
+            WHERE a.job_id = x.id
+              AND a.outcome IS DISTINCT FROM 'released'
+              AND a.outcome IS DISTINCT FROM 'superseded')::int AS prior
     FROM queue.jobs x
     WHERE x.id = ANY(%(job_ids)s::bigint[])
 ), ins AS (

@@ -111,3 +111,10 @@ def test_registry_applies_overrides_and_rejects_unknown_kinds() -> None:
 )
 def test_log_masking_hides_credentials(text: str, secret: str) -> None:
     assert secret not in logs.mask(text)
+
+
+def test_changed_input_reruns_at_once_even_on_the_last_attempt() -> None:
+    from worker.errors import InputChanged
+
+    outcome = classify(InputChanged("input_changed", "text edited"), _job(3, 3), base=2, cap=60)
+    assert (outcome.status, outcome.outcome, outcome.retry_in) == ("pending", "superseded", 0.0)
