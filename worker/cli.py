@@ -45,12 +45,16 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.kinds import builtin_registry
+    from worker import kinds
     from worker.loop import Worker
+    from worker.models.build import build_client
+    from worker.models.settings import load_model_settings
     from worker.registry import load_plugins
 
-    registry = builtin_registry()
+    registry = kinds.builtin_registry()
     load_plugins(settings.plugins)
+    enabled = kinds.enabled_kinds(settings.kinds)
+    model_settings = load_model_settings()
     with database_url(settings) as dsn:
         with connect(dsn) as conn:
             check_pgvector(conn)
@@ -62,11 +66,21 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                     f"database schema is behind by {len(missing)} migration(s) "
                     f"(first: {missing[0].path.name}); run `python -m worker migrate`"
                 )
-        worker = Worker(settings, dsn, registry)
+            dimension = kinds.embedding_column_dimension(conn)
 
         async def main() -> None:
-            worker.install_signal_handlers()
-            await worker.run()
+            client = build_client(model_settings, dsn) if enabled else None
+            try:
+                if client is not None:
+                    if kinds.embedding.KIND in enabled:
+                        await kinds.probe_embedding_dimension(client, dimension)
+                    kinds.register_builtin(registry, enabled, client, model_settings)
+                worker = Worker(settings, dsn, registry)
+                worker.install_signal_handlers()
+                await worker.run()
+            finally:
+                if client is not None:
+                    await client.aclose()
 
         asyncio.run(main())
     return EXIT_OK
@@ -118,6 +132,37 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(q("backfill_embeddings"),
+                            {"course_id": args.course, "model": args.model}).fetchall()
+        job_ids = [row["job_id"] for row in rows]
+        print(f"{len(job_ids)} row(s) need an embedding; their jobs are enqueued")
+        if args.no_wait or not job_ids:
+            return EXIT_OK
+        deadline = time.monotonic() + args.timeout
+        with tqdm(total=len(job_ids), unit="row", desc="embedding") as bar:
+            while True:
+                active = conn.execute(q("active_among"), {"job_ids": job_ids}).fetchone()
+                remaining = active["active"] if active else 0
+                bar.update(len(job_ids) - remaining - bar.n)
+                if remaining == 0:
+                    break
+                if time.monotonic() > deadline:
+                    print(f"\n{remaining} job(s) still pending after {args.timeout:g} s; "
+                          "is a worker running?", file=sys.stderr)
+                    return EXIT_FAILURE
+                time.sleep(0.5)
+        failed = conn.execute(q("finished_not_completed"), {"job_ids": job_ids}).fetchall()
+    for row in failed:
+        print(f"  {row['status']}: {row['jobs']} job(s) with error_code {row['error_code']}")
+    return EXIT_OK if not failed else EXIT_FAILURE
+
+
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is not None and args.action in ("start", "stop"):
         raise ConfigError("DATABASE_URL is set; `db start/stop` manage only the embedded server")
@@ -160,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a job that has not started")
     p.add_argument("job_id", type=int)
     p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("backfill", help="enqueue every row that needs work, show progress")
+    p.add_argument("target", choices=["embeddings"])
+    p.add_argument("--course", type=int, help="only this course")
+    p.add_argument("--model", help="also re-embed rows embedded by a model other than this")
+    p.add_argument("--no-wait", action="store_true", help="enqueue and return at once")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="give up waiting after this many seconds (default 3600)")
+    p.set_defaults(func=_cmd_backfill)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL: start, stop, url")
     p.add_argument("action", choices=["start", "stop", "url"])

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     embedded_pgdata: Path = PROJECT_ROOT / ".data" / "pg"
 
     worker_id: str = Field(default_factory=_default_worker_id)
+    # built-in job kinds to run (comma-separated); unset runs them all, empty runs none
+    kinds: Annotated[list[str] | None, NoDecode] = None
     # modules imported at start-up that register extra job kinds (comma-separated)
     plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # per-kind overrides, e.g. "embedding=4,explanation=2"
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "kinds", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

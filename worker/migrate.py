@@ -53,12 +53,28 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Apply what is missing in one transaction; returns the migrations applied now."""
+def settings_variables() -> dict[str, str]:
+    """Values migrations read with current_setting(): the embedding dimension, so far."""
+    from worker.models.settings import load_model_settings
+
+    return {"worker.embedding_dim": str(load_model_settings().embed_dim)}
+
+
+def migrate(
+    conn: psycopg.Connection[Any],
+    directory: Path = MIGRATIONS_DIR,
+    variables: dict[str, str] | None = None,
+) -> list[Migration]:
+    """Apply what is missing in one transaction; returns the migrations applied now.
+    `variables` (default: from the settings) are visible to the migrations' SQL."""
     migrations = discover(directory)
     applied_now: list[Migration] = []
+    if variables is None:
+        variables = settings_variables()
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(q("lock"))
+        for name, value in variables.items():
+            cur.execute(q("set_variable"), {"name": name, "value": value})
         cur.execute(q("bootstrap"))
         applied = {row[0]: (row[1], row[2]) for row in cur.execute(q("applied")).fetchall()}
         for migration in migrations:

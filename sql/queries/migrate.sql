@@ -27,3 +27,7 @@ SELECT to_regclass('queue.migrations') IS NOT NULL AS present;
 
 -- name: pgvector_available
 SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS available;
+
+-- name: set_variable
+-- For the migration transaction only (is_local = true).
+SELECT set_config(%(name)s, %(value)s, true);

@@ -110,6 +110,6 @@ def test_operator_commands_through_the_cli(dsn: str) -> None:
     assert missing.returncode == 4 and "does not exist" in missing.stderr
     usage = _cli("requeue", env=env)
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) <= 2
-    for command in ("run", "migrate", "status", "requeue", "cancel", "db"):
+    for command in ("run", "migrate", "status", "requeue", "cancel", "backfill", "db"):
         helped = _cli(command, "--help", env=env)
         assert helped.returncode == 0 and "usage:" in helped.stdout

@@ -27,6 +27,7 @@ class WorkerProcess:
             full_env["DATABASE_URL"] = dsn
         full_env.update({
             "WORKER_PLUGINS": plugins,
+            "WORKER_KINDS": "",
             "WORKER_LOG_FORMAT": "json",
             "WORKER_POLL_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,149 @@
+"""Question and document-chunk embeddings: one model call for a whole claimed batch.
+
+A row's vector is written only while its text is still the text that was embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+
+from worker.errors import FinalFailure, InputChanged, JobError, SkipJob
+from worker.job import Job, Outcome
+from worker.models.client import ModelClient
+from worker.models.errors import ModelFinal
+from worker.models.types import CallContext
+from worker.queries import q
+from worker.registry import Conn, JobKind
+
+KIND = "embedding"
+# longer inputs are cut: bge-m3 reads about 8k tokens, and a 1 MB paste must not sink a batch
+MAX_CHARS = 8000
+_SOURCES = {"question": "write_question_embedding", "chunk": "write_chunk_embedding"}
+_FAILED = {"question": "mark_question_embedding_failed", "chunk": "mark_chunk_embedding_failed"}
+
+Result = dict[str, Any] | BaseException | None
+
+
+def _target(job: Job) -> tuple[str, int]:
+    source, row_id = job.payload.get("source"), job.payload.get("id")
+    if source not in _SOURCES or not isinstance(row_id, int) or isinstance(row_id, bool):
+        raise FinalFailure("bad_payload", f"expected {{source: question|chunk, id: int}}, "
+                                          f"got {job.payload!r}"[:300])
+    return source, row_id
+
+
+def _vector_literal(vector: tuple[float, ...]) -> str:
+    return "[" + ",".join(f"{x:.8g}" for x in vector) + "]"
+
+
+class Embeddings:
+    def __init__(self, client: ModelClient) -> None:
+        self.client = client
+
+    async def run(self, conn: Conn, jobs: list[Job]) -> dict[int, Result]:
+        results: dict[int, Result] = {}
+        targets: dict[int, tuple[str, int]] = {}
+        for job in jobs:
+            try:
+                targets[job.id] = _target(job)
+            except JobError as exc:
+                results[job.id] = exc
+        cur = await conn.execute(q("embedding_inputs"), {
+            "question_ids": [i for s, i in targets.values() if s == "question"],
+            "chunk_ids": [i for s, i in targets.values() if s == "chunk"],
+        })
+        rows = {(r["source"], r["id"]): r for r in await cur.fetchall()}
+
+        todo: list[tuple[Job, str, str, bool]] = []
+        for job in jobs:
+            if job.id not in targets:
+                continue
+            source, row_id = targets[job.id]
+            row = rows.get((source, row_id))
+            if row is None:
+                results[job.id] = SkipJob("missing", f"{source} {row_id} does not exist")
+            elif row["deleted"]:
+                results[job.id] = SkipJob("deleted", f"{source} {row_id} was deleted")
+            elif not (row["text"] or "").strip():
+                results[job.id] = FinalFailure("bad_input", f"{source} {row_id} has no text")
+            else:
+                text = row["text"]
+                todo.append((job, text[:MAX_CHARS], hashlib.md5(text.encode()).hexdigest(),
+                             len(text) > MAX_CHARS))
+        if not todo:
+            return results
+
+        # one model call for the batch; the accounting row is filed under its first job
+        vectors = await self._embed([text for _, text, _, _ in todo], todo[0][0])
+        for (job, text, text_md5, cut), (vector, model) in zip(todo, vectors, strict=True):
+            if isinstance(vector, BaseException):
+                results[job.id] = vector
+                continue
+            results[job.id] = await self._write(conn, targets[job.id], vector, model, text_md5,
+                                                {"chars": len(text), "cut": cut,
+                                                 "batch": len(todo), "model": model})
+        return results
+
+    async def _embed(
+        self, texts: list[str], first: Job
+    ) -> list[tuple[tuple[float, ...] | BaseException, str]]:
+        ctx = CallContext.for_job(first)
+        try:
+            result = await self.client.embed(texts, ctx)
+        except ModelFinal as exc:
+            if exc.code != "bad_request" or len(texts) == 1:
+                raise
+            # the server refused the whole batch: embed one by one so a bad row fails alone
+            single: list[tuple[tuple[float, ...] | BaseException, str]] = []
+            for text in texts:
+                try:
+                    one = await self.client.embed([text], ctx)
+                    single.append((one.vectors[0], one.model))
+                except ModelFinal as refused:
+                    single.append((refused, ""))
+            return single
+        return [(vector, result.model) for vector in result.vectors]
+
+    async def _write(self, conn: Conn, target: tuple[str, int], vector: tuple[float, ...],
+                     model: str, text_md5: str, info: dict[str, Any]) -> Result:
+        source, row_id = target
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(q(_SOURCES[source]), {
+                    "id": row_id, "embedding": _vector_literal(vector),
+                    "model": model, "text_md5": text_md5,
+                })
+                written = cur.rowcount == 1
+        except psycopg.errors.DataException as exc:
+            return FinalFailure("bad_vector", f"the vector does not fit the column: {exc}")
+        if written:
+            return {"source": source, "id": row_id, "dimensions": len(vector), **info}
+        cur = await conn.execute(q("embedding_inputs"), {
+            "question_ids": [row_id] if source == "question" else [],
+            "chunk_ids": [row_id] if source == "chunk" else [],
+        })
+        row = await cur.fetchone()
+        if row is None or row["deleted"]:
+            return SkipJob("deleted", f"{source} {row_id} was deleted while it was embedded")
+        return InputChanged("input_changed",
+                            f"{source} {row_id} was edited while it was embedded; "
+                            "embedding the new text")
+
+    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+        if outcome.status != "failed":
+            return
+        try:
+            source, row_id = _target(job)
+        except JobError:
+            return
+        await conn.execute(q(_FAILED[source]), {"id": row_id})
+
+
+def kind(client: ModelClient, batch_size: int, timeout: float) -> JobKind:
+    embeddings = Embeddings(client)
+    return JobKind(KIND, batch_handler=embeddings.run,
+                   on_final_failure=embeddings.on_final_failure,
+                   batch_size=batch_size, concurrency=2, timeout=timeout)
