@@ -72,6 +72,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             client = build_client(model_settings, dsn) if enabled else None
             try:
                 if client is not None:
+                    await client.start()
                     if kinds.embedding.KIND in enabled:
                         await kinds.probe_embedding_dimension(client, dimension)
                     kinds.register_builtin(registry, enabled, client, model_settings)
@@ -95,13 +96,27 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.models.gate import lock_class
+    from worker.models.settings import load_model_settings
+
+    model_settings = load_model_settings()
+    gate = model_settings.llm_gate_name or model_settings.chat_endpoint()
     with database_url(settings) as dsn, connect(dsn) as conn:
         stats = conn.execute(q("stats")).fetchall()
         failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
+        held = conn.execute(q("gate_slots_held"),
+                            {"classid": lock_class(gate) & 0xFFFFFFFF}).fetchone()
     if not stats:
         print("no jobs")
     else:
         _print_table(stats, ["kind", "state", "jobs", "oldest_pending_age"])
+    capacity = model_settings.llm_gate_capacity
+    if model_settings.llm_gate_cross_process:
+        print(f"\nmodel gate {gate}: {held['held'] if held else 0}/{capacity} slots in use "
+              "across all workers")
+    else:
+        print(f"\nmodel gate {gate}: capacity {capacity} per worker process (in-process; "
+              "set WORKER_LLM_GATE_CROSS_PROCESS=true to share it and see it here)")
     if failures:
         print(f"\nfailures in the last {args.since}:")
         _print_table(failures, ["kind", "error_code", "jobs", "last_at"])
@@ -135,7 +150,7 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stubs
 
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
         rows = conn.execute(q("backfill_embeddings"),

@@ -24,5 +24,9 @@ GRANT UPDATE (status, attempts, error_code, error_message, result, run_at, start
 GRANT SELECT, INSERT ON queue.attempts TO llm_worker;
 GRANT UPDATE (finished_at, outcome, error_code, error_message) ON queue.attempts TO llm_worker;
 
+-- model accounting: one row per model round trip (RETURNING id needs SELECT)
+GRANT SELECT, INSERT ON queue.model_calls TO llm_worker;
+
 -- status and metrics
-GRANT SELECT ON queue.job_states, queue.stats, queue.migrations TO llm_worker;
+GRANT SELECT ON queue.job_states, queue.stats, queue.migrations, queue.model_usage_per_job,
+                queue.model_usage_daily TO llm_worker;

@@ -45,3 +45,9 @@ SELECT pg_advisory_unlock(%(class)s::int4, %(slot)s::int4) AS unlocked;
 SELECT CASE WHEN a.atttypmod > 0 THEN a.atttypmod END AS dimension
 FROM pg_attribute a
 WHERE a.attrelid = %(table)s::regclass AND a.attname = %(column)s AND NOT a.attisdropped;
+
+-- name: gate_slots_held
+-- Slots of a cross-process gate held right now: two-key advisory locks (gate class, slot).
+SELECT count(*)::int AS held
+FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %(classid)s::oid;

@@ -113,3 +113,27 @@ def test_operator_commands_through_the_cli(dsn: str) -> None:
     for command in ("run", "migrate", "status", "requeue", "cancel", "backfill", "db"):
         helped = _cli(command, "--help", env=env)
         assert helped.returncode == 0 and "usage:" in helped.stdout
+
+
+def test_status_shows_the_occupancy_of_a_cross_process_gate(dsn: str) -> None:
+    import asyncio
+
+    from worker.models.gate import Gates
+
+    env = {"DATABASE_URL": dsn, "WORKER_LLM_GATE_CROSS_PROCESS": "true",
+           "WORKER_LLM_GATE_NAME": "mac-mini-mlx", "WORKER_LLM_GATE_CAPACITY": "1"}
+
+    async def holding() -> subprocess.CompletedProcess[str]:
+        gates = Gates(dsn)
+        gate = gates.get("mac-mini-mlx", 1, cross_process=True)
+        try:
+            async with gate.hold():
+                return await asyncio.to_thread(_cli, "status", env=env)
+        finally:
+            await gates.aclose()
+
+    held = asyncio.run(holding())
+    assert held.returncode == 0, held.stderr
+    assert "model gate mac-mini-mlx: 1/1 slots in use" in held.stdout
+    free = _cli("status", env=env)
+    assert "model gate mac-mini-mlx: 0/1 slots in use" in free.stdout

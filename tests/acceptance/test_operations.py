@@ -3,6 +3,7 @@ privilege, and no secrets in logs. Real processes, real sockets, real signals.""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -124,11 +125,11 @@ def test_ready_watchdog_and_stopping_over_a_real_notify_socket(
         proc.stop()
         sock.close()
     pings = sock.lines("WATCHDOG=1")
-    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     # while the loop was blocked (2 s) no ping went out; otherwise they came every ~0.2 s
     assert max(gaps) >= 1.5
     assert any(a <= wedge_started + 0.5 and b >= wedge_started + 1.5
-               for a, b in zip(pings, pings[1:], strict=False))
+               for a, b in itertools.pairwise(pings))
     assert sock.lines("READY=1")[0] < pings[0]
 
 

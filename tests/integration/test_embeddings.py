@@ -130,7 +130,8 @@ def test_a_batch_of_good_and_bad_rows_is_one_model_call(dsn: str, model: Any) ->
     empty = _sql(dsn, "INSERT INTO app.document_chunks (document_id, chunk_index, content) "
                       "VALUES (%s, 0, '   ') RETURNING id", (doc,))[0]["id"]
     bad = _sql(dsn, "INSERT INTO queue.jobs (kind, subject, payload) VALUES ('embedding', "
-                    "'question:x', '{\"source\": \"table\", \"id\": \"drop\"}') RETURNING id")[0]["id"]
+                    "'question:x', '{\"source\": \"table\", \"id\": \"drop\"}') "
+                    "RETURNING id")[0]["id"]
     missing = _sql(dsn, "SELECT queue.enqueue('embedding', 'question:999999', "
                         "'{\"source\": \"question\", \"id\": 999999}') AS id")[0]["id"]
 

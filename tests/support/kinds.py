@@ -71,4 +71,4 @@ async def flaky(conn: Conn, job: Job) -> None:
 async def wedge(conn: Conn, job: Job) -> None:
     await _mark_started(conn, job)
     # blocks the whole event loop, as a CPU-bound or blocking call in a handler would
-    time.sleep(float(job.payload.get("seconds", 2.0)))
+    time.sleep(float(job.payload.get("seconds", 2.0)))  # noqa: ASYNC251 - the point of the test

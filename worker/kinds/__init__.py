@@ -43,8 +43,10 @@ def register_builtin(
     target: Registry, kinds: list[str], client: ModelClient, settings: ModelSettings
 ) -> None:
     if embedding.KIND in kinds:
+        # the job's limit covers reading the batch, the model round trips and the writes
+        model_timeout = settings.timeout_for(embedding.KIND)
         target.register(embedding.kind(client, settings.embed_batch_size,
-                                       settings.timeout_for(embedding.KIND)))
+                                       2 * model_timeout + 10))
 
 
 def embedding_column_dimension(conn: psycopg.Connection[Any]) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -92,6 +93,7 @@ class AdvisoryGate(Gate):
         self._poll = poll_interval
         self._idle: list[Conn] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._released_at = -math.inf
 
     async def _connection(self) -> Conn:
         while self._idle:
@@ -112,6 +114,12 @@ class AdvisoryGate(Gate):
 
     @contextlib.asynccontextmanager
     async def _cross_process(self) -> AsyncIterator[int | None]:
+        # fairness: try-locks have no queue, so a busy process that re-locks the moment it
+        # unlocks would starve the others; after a release it waits out one polling gap
+        # (pollers try at least every 1.5 intervals), giving a waiting process its turn
+        courtesy = self._released_at + 1.5 * self._poll - time.monotonic()
+        if courtesy > 0:
+            await asyncio.sleep(courtesy)
         conn = await self._connection()
         try:
             slot = await self._try_slots(conn)
@@ -143,6 +151,8 @@ class AdvisoryGate(Gate):
             log.warning("gate_unlock_failed", gate=self.name, slot=slot)
             await conn.close()
             return
+        finally:
+            self._released_at = time.monotonic()
         self._idle.append(conn)
 
     def _close_soon(self, conn: Conn) -> None:

@@ -34,6 +34,8 @@ class ModelSettings(BaseSettings):
     )
     llm_model: str = "gpt-4o"
     llm_json_mode: JsonMode = "json_schema"
+    # newer OpenAI models take only max_completion_tokens; most other servers max_tokens
+    llm_max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     # for the mlx backend: a local path or a Hugging Face repo id of an MLX model
     mlx_model: str | None = None
 

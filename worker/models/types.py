@@ -9,6 +9,8 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.job import Job
+
 OutT = TypeVar("OutT", bound=BaseModel)
 
 Role = Literal["system", "user", "assistant"]
@@ -109,3 +111,8 @@ class CallContext(BaseModel):
     job_id: int | None = None
     attempt_id: int | None = None
     prompt_version: int | None = None
+
+    @classmethod
+    def for_job(cls, job: Job, prompt_version: int | None = None) -> CallContext:
+        return cls(kind=job.kind, job_id=job.id, attempt_id=job.attempt_id,
+                   prompt_version=prompt_version)

@@ -1,0 +1,443 @@
+"""Model gates: no overlap inside the model at capacity 1, no capacity leaked by cancelled
+calls, the MLX thread rule, and the advisory-lock gate holding across real processes.
+
+Overlap is judged from recorded start/end times (fake server, database clock), never timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from tests.support import fake_openai as fo
+from worker.errors import ConfigError
+from worker.models import (
+    AdvisoryGate,
+    CallContext,
+    CompletionRequest,
+    Gate,
+    Gates,
+    Message,
+    ModelClient,
+    ModelRetryable,
+    RawReply,
+    Ticket,
+    Usage,
+)
+from worker.models.mlx_backend import MlxChat
+from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+
+
+class Answer(BaseModel):
+    answer: int
+
+
+REQUEST = CompletionRequest[Answer](
+    messages=(Message(role="user", content="2+2?"),), output=Answer, max_tokens=50
+)
+CTX = CallContext(kind="explanation")
+
+
+@pytest.fixture
+def fake() -> Iterator[fo.FakeOpenAI]:
+    with fo.FakeOpenAI() as server:
+        yield server
+
+
+def openai_client(fake: fo.FakeOpenAI, gate: Gate, timeout: float = 10.0) -> ModelClient:
+    return ModelClient(
+        chat=OpenAIChat(make_client(fake.base_url, SecretStr("k")), "m", "prompt"),
+        chat_gate=gate,
+        embedder=OpenAIEmbedder(make_client(fake.base_url, None), "e"),
+        embed_gate=gate,
+        timeout_for=lambda kind: timeout,
+    )
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll a condition another thread or process makes true; False if it never does."""
+    for _ in range(int(seconds / 0.005)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.005)
+    return predicate()
+
+
+# -- in-process capacity ------------------------------------------------------------------------
+
+
+def test_capacity_one_never_overlaps_inside_the_model(fake: fo.FakeOpenAI) -> None:
+    for i in range(5):
+        fake.script(fo.chat_json({"answer": i}, delay=0.05))
+
+    async def main() -> list[float]:
+        gate = Gate("local-model", 1)
+        client = openai_client(fake, gate)
+        try:
+            results = await asyncio.gather(*(client.complete(REQUEST, CTX) for _ in range(5)))
+        finally:
+            await client.aclose()
+        assert gate.in_use == 0
+        return [r.gate_wait_ms for r in results]
+
+    waits = asyncio.run(main())
+    assert len(fake.requests) == 5
+    assert fo.overlapping(fake.requests) == []
+    assert fake.max_in_flight == 1
+    # five calls at once through one slot: all but the first had to wait
+    assert sum(1 for w in waits if w > 0) >= 4
+
+
+def test_capacity_two_lets_two_in_at_once(fake: fo.FakeOpenAI) -> None:
+    # each reply is held until two requests are in flight, which only capacity 2 allows
+    for i in range(2):
+        fake.script(fo.chat_json({"answer": i}, await_in_flight=2))
+
+    async def main() -> None:
+        client = openai_client(fake, Gate("remote-api", 2))
+        try:
+            await asyncio.gather(*(client.complete(REQUEST, CTX) for _ in range(2)))
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert fake.max_in_flight == 2
+    assert len(fo.overlapping(fake.requests)) == 1
+
+
+def test_job_kinds_sharing_an_endpoint_share_its_gate(fake: fo.FakeOpenAI) -> None:
+    for i in range(3):
+        fake.script(fo.chat_json({"answer": i}, delay=0.03))
+    for _ in range(3):
+        fake.script(fo.embeddings([[1.0, 2.0]], delay=0.03), endpoint="embeddings")
+
+    async def main() -> None:
+        gates = Gates()
+        shared = gates.get("http://mac-mini:8080/v1", 1)
+        assert gates.get("http://mac-mini:8080/v1", 1) is shared
+        client = openai_client(fake, shared)
+        try:
+            await asyncio.gather(
+                *(client.complete(REQUEST, CallContext(kind="explanation")) for _ in range(3)),
+                *(client.embed(["q"], CallContext(kind="embedding")) for _ in range(3)),
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert {r.endpoint for r in fake.requests} == {"chat", "embeddings"}
+    assert fo.overlapping(fake.requests) == []
+
+
+def test_gate_registry_rejects_conflicting_settings() -> None:
+    gates = Gates()
+    gates.get("a", 1)
+    with pytest.raises(ConfigError, match="different settings"):
+        gates.get("a", 2)
+    with pytest.raises(ConfigError, match="needs a database"):
+        gates.get("b", 1, cross_process=True)
+    with pytest.raises(ConfigError, match="at least 1"):
+        Gate("c", 0)
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+def test_a_cancelled_http_call_frees_the_gate_after_its_connection_closed(
+    fake: fo.FakeOpenAI,
+) -> None:
+    fake.script(fo.chat_json({"answer": 0}, delay=30.0), fo.chat_json({"answer": 1}))
+
+    async def main() -> None:
+        gate = Gate("local-model", 1)
+        client = openai_client(fake, gate)
+        try:
+            stuck = asyncio.create_task(client.complete(REQUEST, CTX))
+            assert await until(lambda: len(fake.requests) == 1)
+            assert gate.in_use == 1
+            waiting = asyncio.create_task(client.complete(REQUEST, CTX))
+            await asyncio.sleep(0)  # let it reach the gate and queue there
+            waiting.cancel()  # a waiter cancelled before it got in
+            stuck.cancel()
+            for task in (stuck, waiting):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert gate.in_use == 0
+            # the abandoned request's connection was closed, not left running
+            assert await until(lambda: fake.requests[0].disconnected)
+            result = await client.complete(REQUEST, CTX)
+            assert result.value.answer == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert len(fake.requests) == 2
+
+
+class RecordingGate(Gate):
+    """A gate that notes when it was released, to order it against the work it guarded."""
+
+    released_at: float | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[Ticket]:
+        try:
+            async with super().hold() as ticket:
+                yield ticket
+        finally:
+            self.released_at = time.monotonic()
+
+
+class FakeRuntime:
+    """Stands in for mlx-lm: records threads, blocks until told, honours stop if asked."""
+
+    def __init__(self, honour_stop: bool) -> None:
+        self.honour_stop = honour_stop
+        self.threads: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.saw_stop = False
+        self.returned_at: float | None = None
+        self.loads = 0
+        self.load_started = threading.Event()
+        self.load_may_finish = threading.Event()
+        self.load_may_finish.set()
+
+    def load(self, model: str) -> Any:
+        self.threads.append(threading.get_ident())
+        self.load_started.set()
+        self.load_may_finish.wait(10)
+        self.loads += 1
+        return model
+
+    def generate(self, loaded: Any, messages: list[dict[str, str]], *, max_tokens: int,
+                 temperature: float, should_stop: Callable[[], bool]) -> RawReply:
+        self.threads.append(threading.get_ident())
+        self.entered.set()
+        while not self.release.wait(0.005):
+            if self.honour_stop and should_stop():
+                self.saw_stop = True
+                break
+        self.returned_at = time.monotonic()
+        return RawReply(text=json.dumps({"answer": 4}), finish_reason="stop", model=loaded,
+                        usage=Usage(prompt_tokens=3, completion_tokens=2))
+
+
+def test_mlx_runs_every_call_on_one_dedicated_thread() -> None:
+    runtime = FakeRuntime(honour_stop=False)
+    runtime.release.set()
+
+    async def main() -> None:
+        client = ModelClient(chat=MlxChat("tiny", runtime), chat_gate=Gate("mlx", 1))
+        try:
+            results = await asyncio.gather(*(client.complete(REQUEST, CTX) for _ in range(3)))
+            assert [r.value.answer for r in results] == [4, 4, 4]
+            assert results[0].backend == "mlx" and results[0].model == "tiny"
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert len(runtime.threads) == 4  # one load, three generates
+    assert len(set(runtime.threads)) == 1
+    assert runtime.threads[0] != threading.get_ident()
+
+
+def test_a_model_load_outlasting_a_cancelled_caller_is_kept() -> None:
+    runtime = FakeRuntime(honour_stop=False)
+    runtime.release.set()
+    runtime.load_may_finish.clear()
+
+    async def main() -> None:
+        gate = Gate("mlx", 1)
+        client = ModelClient(chat=MlxChat("tiny", runtime), chat_gate=gate)
+        try:
+            first = asyncio.create_task(client.complete(REQUEST, CTX))
+            assert await until(runtime.load_started.is_set)
+            first.cancel()
+            runtime.load_may_finish.set()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert gate.in_use == 0
+            await client.start()  # already loaded: nothing to do
+            assert (await client.complete(REQUEST, CTX)).value.answer == 4
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert runtime.loads == 1
+
+
+def test_a_cancelled_mlx_call_holds_the_gate_until_generate_returns() -> None:
+    runtime = FakeRuntime(honour_stop=False)  # a generate that cannot be interrupted
+
+    async def main() -> None:
+        gate = RecordingGate("mlx", 1)
+        client = ModelClient(chat=MlxChat("tiny", runtime), chat_gate=gate)
+        try:
+            task = asyncio.create_task(client.complete(REQUEST, CTX))
+            assert await until(runtime.entered.is_set)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            # the model is still busy on its thread: the call has not given the gate back
+            assert not task.done() and gate.in_use == 1 and gate.released_at is None
+            runtime.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert gate.in_use == 0
+            assert runtime.returned_at is not None and gate.released_at is not None
+            assert runtime.returned_at <= gate.released_at
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_mlx_timeout_stops_generation_and_then_frees_the_gate() -> None:
+    runtime = FakeRuntime(honour_stop=True)
+
+    async def main() -> None:
+        gate = RecordingGate("mlx", 1)
+        client = ModelClient(chat=MlxChat("tiny", runtime), chat_gate=gate,
+                             timeout_for=lambda kind: 0.1)
+        try:
+            with pytest.raises(ModelRetryable) as caught:
+                await client.complete(REQUEST, CTX)
+            assert caught.value.code == "timeout"
+            assert runtime.saw_stop and gate.in_use == 0
+            assert runtime.returned_at is not None and gate.released_at is not None
+            assert runtime.returned_at <= gate.released_at
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+# -- across processes ---------------------------------------------------------------------------
+
+GATE_LOG = b"""
+CREATE TABLE gate_log (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pid     integer NOT NULL,
+    slot    integer,
+    entered timestamptz NOT NULL DEFAULT clock_timestamp(),
+    left_at timestamptz
+)
+"""
+
+
+async def _gate_rounds(dsn: str, name: str, rounds: int, tasks: int) -> None:
+    gate = AdvisoryGate(name, 1, dsn, poll_interval=0.005)
+
+    async def one_task() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            for _ in range(rounds):
+                async with gate.hold() as ticket:
+                    cur = await conn.execute(
+                        b"INSERT INTO gate_log (pid, slot) VALUES (%s, %s) RETURNING id",
+                        (os.getpid(), ticket.slot))
+                    row = await cur.fetchone()
+                    assert row is not None
+                    await asyncio.sleep(0.01)
+                    await conn.execute(
+                        b"UPDATE gate_log SET left_at = clock_timestamp() WHERE id = %s",
+                        (row[0],))
+
+    try:
+        await asyncio.gather(*(one_task() for _ in range(tasks)))
+    finally:
+        await gate.aclose()
+
+
+def gate_process(dsn: str, name: str, rounds: int, tasks: int, go: Any) -> None:
+    """Entry point of a spawned worker-like process."""
+    go.wait(30)
+    asyncio.run(_gate_rounds(dsn, name, rounds, tasks))
+
+
+def hold_gate_process(dsn: str, name: str, holding: Any) -> None:
+    """Takes the gate, says so, and waits to be killed."""
+
+    async def main() -> None:
+        gate = AdvisoryGate(name, 1, dsn)
+        async with gate.hold():
+            holding.set()
+            await asyncio.sleep(600)
+
+    asyncio.run(main())
+
+
+def test_the_advisory_gate_holds_across_two_processes(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(GATE_LOG)
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    procs = [ctx.Process(target=gate_process, args=(dsn, "mac-mini-mlx", 5, 2, go))
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    go.set()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            b"SELECT pid, slot, entered, left_at FROM gate_log ORDER BY entered").fetchall()
+    assert len(rows) == 20
+    assert len({pid for pid, *_ in rows}) == 2
+    assert {slot for _, slot, *_ in rows} == {0}
+    for (_, _, _, prev_left), (_, _, entered, _) in itertools.pairwise(rows):
+        assert prev_left is not None and prev_left <= entered
+
+
+def test_a_killed_holder_frees_the_cross_process_gate(dsn: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    holding = ctx.Event()
+    proc = ctx.Process(target=hold_gate_process, args=(dsn, "crashy", holding))
+    proc.start()
+    try:
+        assert holding.wait(60)
+
+        async def blocked_then_free() -> int | None:
+            gate = AdvisoryGate("crashy", 1, dsn, poll_interval=0.01)
+            entered, leave = asyncio.Event(), asyncio.Event()
+            slots: list[int | None] = []
+
+            async def take() -> None:
+                async with gate.hold() as ticket:
+                    slots.append(ticket.slot)
+                    entered.set()
+                    await leave.wait()
+
+            task = asyncio.create_task(take())
+            try:
+                await asyncio.sleep(0.2)
+                assert not entered.is_set()  # the other process holds the only slot
+                assert proc.pid is not None
+                os.kill(proc.pid, signal.SIGKILL)
+                async with asyncio.timeout(30):
+                    await entered.wait()
+                leave.set()
+                await task
+            finally:
+                task.cancel()
+                await gate.aclose()
+            return slots[0]
+
+        assert asyncio.run(blocked_then_free()) == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(10)

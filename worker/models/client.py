@@ -1,0 +1,288 @@
+"""The one interface job kinds call: structured completions and embeddings, each round trip
+through the endpoint's gate, checked, repaired, validated and recorded in queue.model_calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from pydantic import BaseModel
+
+from worker import metrics
+from worker.errors import ConfigError
+from worker.models import structured
+from worker.models.accounting import Accountant, CallRecord, Outcome
+from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.gate import Gate
+from worker.models.types import (
+    CallContext,
+    CompletionRequest,
+    CompletionResult,
+    EmbeddingResult,
+    Message,
+    OutT,
+    RawReply,
+    Usage,
+)
+
+log = structlog.get_logger("worker.models")
+
+
+class ChatBackend(Protocol):
+    backend: str
+    model: str
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        output: type[BaseModel],
+        *,
+        max_tokens: int,
+        temperature: float,
+    ) -> RawReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EmbeddingBackend(Protocol):
+    backend: str
+    model: str
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], str, Usage]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _Trip:
+    """Timing of one round trip, filled in as it goes so a failure can still be recorded."""
+
+    wait_ms: float = 0.0
+    latency_ms: float = 0.0
+
+
+def check_reply(reply: RawReply, output: type[OutT], backend: str) -> tuple[OutT, bool]:
+    """The reply's object and whether it was repaired. Raises ModelFinal for a refusal, a
+    content-filter stop or a truncated reply, InvalidOutput for anything unparseable."""
+    where = {"backend": backend, "model": reply.model, "raw": reply.text}
+    if reply.refusal:
+        raise ModelFinal("refused", f"the model refused: {reply.refusal}", **where)
+    if reply.finish_reason == "content_filter":
+        raise ModelFinal("content_filter", "the reply was stopped by a content filter", **where)
+    if reply.finish_reason == "length":
+        # final: the same request with the same max_tokens is cut at the same place, and a
+        # cut-off JSON "repaired" into a valid object would be silently incomplete
+        raise ModelFinal("truncated", "the reply hit max_tokens and was cut off", **where)
+    return structured.parse(reply.text, output)
+
+
+class ModelClient:
+    """What job kinds hold: one per worker process, shared by every kind (see build_client).
+    timeout_for(kind) bounds each round trip once it is inside its gate."""
+
+    def __init__(
+        self,
+        *,
+        chat: ChatBackend | None = None,
+        chat_gate: Gate | None = None,
+        embedder: EmbeddingBackend | None = None,
+        embed_gate: Gate | None = None,
+        accountant: Accountant | None = None,
+        timeout_for: Callable[[str], float] = lambda kind: 60.0,
+        embed_batch_size: int = 32,
+    ) -> None:
+        self.chat_backend = chat
+        self.chat_gate = chat_gate or Gate("chat", 1)
+        self.embedder = embedder
+        self.embed_gate = embed_gate or Gate("embedding", 1)
+        self.accountant = accountant
+        self.timeout_for = timeout_for
+        self.embed_batch_size = embed_batch_size
+
+    async def start(self) -> None:
+        """Prepare backends that load something (an in-process model) before jobs run."""
+        for backend in (self.chat_backend, self.embedder):
+            start = getattr(backend, "start", None)
+            if start is not None:
+                await start()
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    async def _record(self, rec: CallRecord) -> None:
+        metrics.model_called(rec.kind, rec.backend, rec.model, rec.latency_ms / 1000,
+                             rec.gate or "", rec.gate_wait_ms / 1000, rec.prompt_tokens or 0,
+                             rec.completion_tokens or 0)
+        log.info("model_call", kind=rec.kind, job_id=rec.job_id, attempt_id=rec.attempt_id,
+                 call=rec.call, backend=rec.backend, model=rec.model, round=rec.round,
+                 outcome=rec.outcome, error_code=rec.error_code,
+                 prompt_tokens=rec.prompt_tokens, completion_tokens=rec.completion_tokens,
+                 latency_ms=rec.latency_ms, gate_wait_ms=rec.gate_wait_ms)
+        if self.accountant is not None:
+            # shielded: a job cancelled mid-call has still spent what it spent
+            await asyncio.shield(self.accountant.record(rec))
+
+    @contextlib.asynccontextmanager
+    async def _trip(
+        self, gate: Gate, record: _Recorder, deadline: float, backend: str
+    ) -> AsyncIterator[_Trip]:
+        """One round trip inside the gate, bounded by `deadline` seconds once inside (the
+        wait at the gate does not count); a failed one is recorded, then re-raised."""
+        trip = _Trip()
+        try:
+            async with gate.hold() as ticket:
+                trip.wait_ms = ticket.wait_ms
+                started = time.monotonic()
+                try:
+                    # on expiry the call is cancelled, and the backend returns only once the
+                    # work has stopped (HTTP connection closed, MLX generate returned), so
+                    # the gate is released after that
+                    async with asyncio.timeout(deadline):
+                        yield trip
+                finally:
+                    trip.latency_ms = (time.monotonic() - started) * 1000
+        except TimeoutError as exc:
+            await self._record(record(trip, "error", "timeout", None))
+            raise ModelRetryable(
+                "timeout", f"no answer within {deadline:g} s", backend=backend
+            ) from exc
+        except (ModelRetryable, ModelFinal) as exc:
+            await self._record(record(trip, "error", exc.code, None))
+            raise
+        except asyncio.CancelledError:
+            await self._record(record(trip, "error", "cancelled", None))
+            raise
+
+    # -- completions --------------------------------------------------------------------------
+
+    async def complete(
+        self, request: CompletionRequest[OutT], ctx: CallContext
+    ) -> CompletionResult[OutT]:
+        """One structured completion: at most two round trips (the second shows the model
+        why its first reply was unusable)."""
+        chat = self.chat_backend
+        if chat is None:
+            raise ConfigError("no chat model is configured")
+        timeout = request.timeout or self.timeout_for(ctx.kind)
+        messages = list(request.messages)
+        usage, latency_ms, wait_ms = Usage(), 0.0, 0.0
+        for round_ in (1, 2):
+            record = _chat_recorder(ctx, chat, self.chat_gate.name, round_)
+            async with self._trip(self.chat_gate, record, timeout, chat.backend) as trip:
+                reply = await chat.chat(
+                    messages, request.output, max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                )
+            usage, latency_ms = usage + reply.usage, latency_ms + trip.latency_ms
+            wait_ms += trip.wait_ms
+            try:
+                value, repaired = check_reply(reply, request.output, chat.backend)
+            except ModelFinal as exc:
+                await self._record(record(trip, "error", exc.code, reply))
+                raise
+            except structured.InvalidOutput as exc:
+                if round_ == 1:
+                    await self._record(record(trip, "invalid", "invalid_output", reply))
+                    messages += structured.correction(reply.text, exc.reason)
+                    continue
+                await self._record(record(trip, "error", "parse_fail", reply))
+                raise ModelRetryable(
+                    "parse_fail", f"unusable reply after one retry: {exc.reason}",
+                    raw=reply.text, backend=chat.backend, model=reply.model,
+                ) from None
+            await self._record(record(trip, "ok", None, reply))
+            return CompletionResult[OutT](
+                value=value, raw_text=reply.text or "", finish_reason=reply.finish_reason,
+                usage=usage, model=reply.model, backend=chat.backend,
+                latency_ms=round(latency_ms, 3), gate_wait_ms=round(wait_ms, 3),
+                repaired=repaired, retried=round_ > 1,
+            )
+        raise AssertionError("unreachable: the second round returns or raises")
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    async def embed(self, texts: Sequence[str], ctx: CallContext) -> EmbeddingResult:
+        """Vectors for `texts`, in order, one round trip per embed_batch_size texts; each
+        round trip gets the job kind's timeout."""
+        embedder = self.embedder
+        if embedder is None:
+            raise ConfigError("no embedding model is configured")
+        if not texts:
+            raise ValueError("embed() needs at least one text")
+        limit = self.timeout_for(ctx.kind)
+        record = _embed_recorder(ctx, embedder, self.embed_gate.name)
+        vectors: list[list[float]] = []
+        usage, latency_ms, wait_ms, model = Usage(), 0.0, 0.0, embedder.model
+        for start in range(0, len(texts), self.embed_batch_size):
+            async with self._trip(self.embed_gate, record, limit, embedder.backend) as trip:
+                got, model, used = await embedder.embed(
+                    texts[start : start + self.embed_batch_size]
+                )
+            await self._record(record(trip, "ok", None, _Used(model, used)))
+            vectors.extend(got)
+            usage, latency_ms = usage + used, latency_ms + trip.latency_ms
+            wait_ms += trip.wait_ms
+        dims = {len(v) for v in vectors}
+        if len(dims) != 1:
+            raise ModelRetryable("server_error", f"vectors of mixed dimensions {sorted(dims)}",
+                                 backend=embedder.backend, model=model)
+        return EmbeddingResult(
+            vectors=tuple(tuple(v) for v in vectors), model=model, dimensions=dims.pop(),
+            usage=usage, backend=embedder.backend, latency_ms=round(latency_ms, 3),
+            gate_wait_ms=round(wait_ms, 3),
+        )
+
+    async def aclose(self) -> None:
+        for backend in (self.chat_backend, self.embedder):
+            if backend is not None:
+                await backend.aclose()
+        for gate in {id(g): g for g in (self.chat_gate, self.embed_gate)}.values():
+            await gate.aclose()
+        if self.accountant is not None:
+            await self.accountant.aclose()
+
+
+@dataclass(frozen=True)
+class _Used:
+    """The model and usage of a finished round trip (a RawReply carries the same two)."""
+
+    model: str
+    usage: Usage
+
+
+class _Recorder(Protocol):
+    def __call__(
+        self, trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+    ) -> CallRecord: ...
+
+
+def _chat_recorder(ctx: CallContext, chat: ChatBackend, gate: str, round_: int) -> _Recorder:
+    def record(
+        trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+    ) -> CallRecord:
+        return CallRecord.of(
+            ctx, call="chat", backend=chat.backend, model=done.model if done else chat.model,
+            gate=gate, usage=done.usage if done else None, latency_ms=trip.latency_ms,
+            gate_wait_ms=trip.wait_ms, outcome=outcome, error_code=code, round=round_,
+        )
+
+    return record
+
+
+def _embed_recorder(ctx: CallContext, embedder: EmbeddingBackend, gate: str) -> _Recorder:
+    def record(
+        trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+    ) -> CallRecord:
+        return CallRecord.of(
+            ctx, call="embedding", backend=embedder.backend,
+            model=done.model if done else embedder.model, gate=gate,
+            usage=done.usage if done else None, latency_ms=trip.latency_ms,
+            gate_wait_ms=trip.wait_ms, outcome=outcome, error_code=code,
+        )
+
+    return record

@@ -1,0 +1,228 @@
+"""The `openai` backend: AsyncOpenAI against the OpenAI API or any compatible server.
+
+One round trip per call; the SDK never retries (the queue does), and its faults map to ours.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from pydantic import BaseModel, SecretStr
+
+from worker.models import structured
+from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.types import JsonMode, Message, RawReply, Usage
+
+TokenField = Literal["max_tokens", "max_completion_tokens"]
+
+# Local servers take no key, but the SDK refuses to start without one.
+_NO_KEY = "not-needed"
+
+
+def make_client(
+    base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
+) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
+        # the per-call deadline is the caller's asyncio.timeout; this only bounds each
+        # phase (connect, read…) of a request whose caller set none
+        timeout=backstop_timeout,
+        # the queue retries with backoff and honours Retry-After; SDK retries would hide
+        # faults from it and hold the model gate while sleeping
+        max_retries=0,
+    )
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a server asked us to wait: retry-after-ms, else Retry-After (seconds or date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _api_message(exc: openai.APIError) -> str:
+    return f"{type(exc).__name__}: {exc.message}"
+
+
+def map_error(
+    exc: BaseException, *, backend: str = "openai", model: str | None = None
+) -> ModelRetryable | ModelFinal | None:
+    """Our error for an SDK (or timeout) exception; None for anything else."""
+    where: dict[str, Any] = {"backend": backend, "model": model}
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return ModelRetryable("timeout", "the model did not answer in time", **where)
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelRetryable("connection_error", _api_message(exc), **where)
+    if isinstance(exc, openai.RateLimitError):
+        if "insufficient_quota" in (exc.code, exc.type):
+            return ModelFinal("quota_exhausted", _api_message(exc), **where)
+        return ModelRetryable(
+            "rate_limited", _api_message(exc), retry_after(exc.response.headers), **where
+        )
+    if isinstance(exc, openai.InternalServerError):
+        return ModelRetryable("server_error", _api_message(exc), **where)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 408:
+            # the server's own request timeout: the same fault as ours
+            return ModelRetryable("timeout", _api_message(exc), **where)
+        return ModelFinal("bad_request", _api_message(exc), **where)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ModelRetryable("server_error", _api_message(exc), **where)
+    return None
+
+
+def _param(message: Message) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "assistant":
+        return {"role": "assistant", "content": message.content}
+    return {"role": "user", "content": message.content}
+
+
+class OpenAIChat:
+    """Chat completions with the structured-output mode the endpoint supports."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        json_mode: JsonMode = "json_schema",
+        token_field: TokenField = "max_tokens",
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.json_mode = json_mode
+        self.token_field = token_field
+
+    def request_body(
+        self, messages: Sequence[Message], output: type[BaseModel]
+    ) -> tuple[list[Message], dict[str, Any]]:
+        """The messages to send and the extra body fields for this endpoint's mode."""
+        if self.json_mode == "json_schema":
+            return list(messages), {"response_format": structured.json_schema_format(output)}
+        if self.json_mode == "json_object_schema":
+            return list(messages), {
+                "response_format": structured.json_object_schema_format(output)
+            }
+        return structured.with_schema_prompt(list(messages), output), {}
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        output: type[BaseModel],
+        *,
+        max_tokens: int,
+        temperature: float,
+    ) -> RawReply:
+        """One round trip. The caller bounds it with asyncio.timeout: cancelling the await
+        closes the HTTP connection before this returns."""
+        sent, extra = self.request_body(messages, output)
+        params = [_param(m) for m in sent]
+        try:
+            # response_format goes in extra_body: the llama.cpp form is not in the SDK's
+            # types, and the SDK must not parse the reply itself
+            if self.token_field == "max_tokens":
+                completion = await self.client.chat.completions.create(
+                    model=self.model, messages=params, temperature=temperature,
+                    max_tokens=max_tokens, extra_body=extra,
+                )
+            else:
+                completion = await self.client.chat.completions.create(
+                    model=self.model, messages=params, temperature=temperature,
+                    max_completion_tokens=max_tokens, extra_body=extra,
+                )
+        except openai.OpenAIError as exc:
+            mapped = map_error(exc, model=self.model)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return self._reply(completion)
+
+    def _reply(self, completion: ChatCompletion) -> RawReply:
+        usage = Usage()
+        if completion.usage is not None:
+            usage = Usage(
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+            )
+        if not completion.choices:
+            return RawReply(text=None, finish_reason=None, usage=usage,
+                            model=completion.model or self.model)
+        choice = completion.choices[0]
+        return RawReply(
+            text=choice.message.content,
+            finish_reason=choice.finish_reason,
+            refusal=choice.message.refusal,
+            usage=usage,
+            model=completion.model or self.model,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAIEmbedder:
+    """Embeddings through `/v1/embeddings`; vectors come back in input order."""
+
+    backend = "openai"
+
+    def __init__(
+        self, client: AsyncOpenAI, model: str, dimensions: int | None = None
+    ) -> None:
+        self.client = client
+        self.model = model
+        # sent only when set: most servers other than OpenAI's reject the field
+        self.dimensions = dimensions
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], str, Usage]:
+        try:
+            # float, not the SDK's base64 default: llama.cpp and Ollama only speak float
+            if self.dimensions is None:
+                response = await self.client.embeddings.create(
+                    model=self.model, input=list(texts), encoding_format="float",
+                )
+            else:
+                response = await self.client.embeddings.create(
+                    model=self.model, input=list(texts), encoding_format="float",
+                    dimensions=self.dimensions,
+                )
+        except openai.OpenAIError as exc:
+            mapped = map_error(exc, model=self.model)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        data = sorted(response.data, key=lambda item: item.index)
+        if len(data) != len(texts):
+            raise ModelRetryable(
+                "server_error",
+                f"asked for {len(texts)} embeddings, the server returned {len(data)}",
+                backend=self.backend, model=self.model,
+            )
+        usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else None)
+        return [list(item.embedding) for item in data], response.model or self.model, usage
+
+    async def aclose(self) -> None:
+        await self.client.close()
