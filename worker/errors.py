@@ -27,6 +27,8 @@ class JobError(WorkerError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # structured facts kept on the job (queue.jobs.result) next to error_code/message
+        self.details: dict[str, object] | None = None
 
 
 class RetryLater(JobError):

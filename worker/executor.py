@@ -67,26 +67,25 @@ class Executor:
             list(by_id), rows[0]["claim_xid"], self._worker_id
         )
         jobs: list[Job] = []
+        lost: list[Job] = []
         finished: list[tuple[int, int | None, int, Outcome]] = []
         for rec in sorted(recorded, key=lambda r: list(by_id).index(r["job_id"])):
             row = by_id[rec["job_id"]]
-            if rec["attempt_id"] is None:
-                # every allowed attempt was started and none finished: each took its worker
-                # down (killed, or its connection lost) before it could record an outcome
-                message = (f"all {rec['prior']} attempts ended with their worker lost "
-                           "(killed or disconnected) before finishing")
-                finished.append((row["id"], None, rec["prior"],
-                                 Outcome("failed", "failed", "worker_lost", message)))
-                metrics.job_finished(kind.name, "worker_lost", 0.0)
-                log.warning("job_worker_lost", job_id=row["id"], kind=kind.name,
-                            attempts=rec["prior"])
-                continue
-            jobs.append(Job(
+            job = Job(
                 id=row["id"], kind=row["kind"], subject=row["subject"],
                 payload=row["payload"] or {}, priority=row["priority"],
                 max_attempts=row["max_attempts"], created_at=row["created_at"],
-                attempt=rec["attempt"], attempt_id=rec["attempt_id"],
-            ))
+                attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"],
+            )
+            (jobs if rec["attempt_id"] is not None else lost).append(job)
+        for job in lost:
+            # every allowed attempt was started and none finished: each took its worker
+            # down (killed, or its connection lost) before it could record an outcome
+            outcome = Outcome("failed", "failed", "worker_lost",
+                              f"all {job.attempt} attempts ended with their worker lost "
+                              "(killed or disconnected) before finishing")
+            await self._after(conn, kind, job, outcome, time.monotonic())
+            finished.append((job.id, None, job.attempt, outcome))
 
         released: list[int] = []
         try:

@@ -25,7 +25,16 @@ def _clip(message: str) -> str:
 
 
 def classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
-    """Turn what a handler raised into the outcome recorded for the job."""
+    """Turn what a handler raised into the outcome recorded for the job; a JobError's
+    details become the job's result."""
+    outcome = _classify(exc, job, base, cap)
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict) and details:
+        outcome.result = dict(details)
+    return outcome
+
+
+def _classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
     if isinstance(exc, InputChanged):
         return Outcome("pending", "superseded", exc.code, _clip(exc.message))
     if isinstance(exc, SkipJob):

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-Endpoint = Literal["chat", "embeddings"]
-_PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
+Endpoint = Literal["chat", "embeddings", "rerank"]
+_PATHS: dict[str, Endpoint] = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings",
+                               "/v1/rerank": "rerank"}
 
 
 @dataclass
@@ -186,7 +187,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: dict[Endpoint, deque[Reply | Responder]] = {
-            "chat": deque(), "embeddings": deque()}
+            "chat": deque(), "embeddings": deque(), "rerank": deque()}
         self.fallback: dict[Endpoint, Responder] = {}
         self.requests: list[Recorded] = []
         self.in_flight = 0

@@ -11,7 +11,7 @@ import psycopg
 import structlog
 
 from worker.errors import ConfigError
-from worker.kinds import embedding
+from worker.kinds import embedding, explanation
 from worker.models.build import check_embedding_dimension, vector_column_dimension
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal, ModelRetryable
@@ -20,7 +20,7 @@ from worker.registry import Registry, registry
 
 log = structlog.get_logger("worker.kinds")
 
-BUILTIN = (embedding.KIND,)
+BUILTIN = (embedding.KIND, explanation.KIND)
 
 
 def builtin_registry() -> Registry:
@@ -47,6 +47,8 @@ def register_builtin(
         model_timeout = settings.timeout_for(embedding.KIND)
         target.register(embedding.kind(client, settings.embed_batch_size,
                                        2 * model_timeout + 10))
+    if explanation.KIND in kinds:
+        target.register(explanation.kind(client, settings))
 
 
 def embedding_column_dimension(conn: psycopg.Connection[Any]) -> int | None:

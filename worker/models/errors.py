@@ -33,6 +33,14 @@ def _message(reason: str, raw_excerpt: str | None) -> str:
     return f"{reason}; raw reply (first {RAW_EXCERPT_CHARS} chars): {raw_excerpt!r}"
 
 
+def _details(reason: str, raw_excerpt: str | None, backend: str | None,
+             model: str | None) -> dict[str, object]:
+    """What the job keeps in its result: the reason and, for an unusable reply, its start."""
+    found = {"reason": reason[:REASON_CHARS], "raw_excerpt": raw_excerpt, "backend": backend,
+             "model": model}
+    return {key: value for key, value in found.items() if value is not None}
+
+
 class ModelRetryable(RetryLater):
     """A model call that may work later: timeout, 429, 5xx, connection, unusable output."""
 
@@ -53,6 +61,7 @@ class ModelRetryable(RetryLater):
         self.backend = backend
         self.model = model
         super().__init__(code, _message(reason, self.raw_excerpt), delay)
+        self.details = _details(reason, self.raw_excerpt, backend, model)
 
 
 class ModelFinal(FinalFailure):
@@ -75,6 +84,7 @@ class ModelFinal(FinalFailure):
         self.backend = backend
         self.model = model
         super().__init__(code, _message(reason, self.raw_excerpt))
+        self.details = _details(reason, self.raw_excerpt, backend, model)
 
 
 # Either kind of model failure; isinstance() accepts this union.
