@@ -66,11 +66,12 @@ def model() -> Iterator[fake.FakeOpenAI]:
 @contextlib.asynccontextmanager
 async def embedding_worker(dsn: str, server: fake.FakeOpenAI, **overrides: Any
                            ) -> AsyncIterator[Any]:
+    roles = bool(overrides.pop("roles", False))
     settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             embed_model="fake-embed", embed_dim=DIM)
+                             embed_model="fake-embed", embed_dim=DIM, embed_input_type=roles)
     client = build_client(settings, dsn)
     registry = Registry()
-    registry.register(embedding.kind(client, batch_size=32, timeout=5))
+    registry.register(embedding.kind(client, batch_size=32, timeout=5, split_roles=roles))
     try:
         async with running_worker(dsn, registry, **overrides) as worker:
             yield worker
@@ -270,3 +271,24 @@ def test_backfill_is_idempotent(dsn: str, model: Any) -> None:
     # a new model re-embeds everything once
     assert len(_sql(dsn, "SELECT job_id FROM app.backfill_embeddings(%s, 'bge-m3')",
                     (course,))) == 5
+
+
+def test_e5_roles_embed_questions_as_queries_and_chunks_as_passages(dsn: str, model: Any
+                                                                   ) -> None:
+    course = _course(dsn)
+    qid = _question(dsn, course, "변압기 효율 조건")
+    doc = _sql(dsn, "INSERT INTO app.documents (course_id, title) VALUES (%s, 'd') RETURNING id",
+               (course,))[0]["id"]
+    _sql(dsn, "INSERT INTO app.document_chunks (document_id, chunk_index, content) "
+              "VALUES (%s, 0, '효율은 철손과 동손이 같을 때 최대')", (doc,))
+
+    async def main() -> None:
+        async with embedding_worker(dsn, model, roles=True):
+            await until(lambda: _all_finished(dsn), message="embedded")
+
+    asyncio.run(main())
+    bodies = sorted(model.bodies("embeddings"), key=lambda b: b["input_type"])
+    assert [(b["input_type"], len(b["input"])) for b in bodies] == [("passage", 1), ("query", 1)]
+    assert bodies[1]["input"] == [_embedding_text("변압기 효율 조건")]
+    assert _sql(dsn, "SELECT embedding_status FROM app.questions WHERE id = %s", (qid,)) == [
+        {"embedding_status": "ready"}]

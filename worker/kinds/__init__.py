@@ -46,7 +46,7 @@ def register_builtin(
         # the job's limit covers reading the batch, the model round trips and the writes
         model_timeout = settings.timeout_for(embedding.KIND)
         target.register(embedding.kind(client, settings.embed_batch_size,
-                                       2 * model_timeout + 10))
+                                       2 * model_timeout + 10, settings.embed_input_type))
     if explanation.KIND in kinds:
         target.register(explanation.kind(client, settings))
 

@@ -23,6 +23,9 @@ KIND = "embedding"
 MAX_CHARS = 8000
 _SOURCES = {"question": "write_question_embedding", "chunk": "write_chunk_embedding"}
 _FAILED = {"question": "mark_question_embedding_failed", "chunk": "mark_chunk_embedding_failed"}
+# e5-style models embed a search query and a passage differently: a question is what one
+# searches with (for material and for similar questions), a chunk is what is found
+ROLES = {"question": "query", "chunk": "passage"}
 
 Result = dict[str, Any] | BaseException | None
 
@@ -40,8 +43,10 @@ def _vector_literal(vector: tuple[float, ...]) -> str:
 
 
 class Embeddings:
-    def __init__(self, client: ModelClient) -> None:
+    def __init__(self, client: ModelClient, split_roles: bool = False) -> None:
         self.client = client
+        # one model call per role when the server distinguishes query and passage
+        self.split_roles = split_roles
 
     async def run(self, conn: Conn, jobs: list[Job]) -> dict[int, Result]:
         results: dict[int, Result] = {}
@@ -76,9 +81,17 @@ class Embeddings:
         if not todo:
             return results
 
-        # one model call for the batch; the accounting row is filed under its first job
-        vectors = await self._embed([text for _, text, _, _ in todo], todo[0][0])
-        for (job, text, text_md5, cut), (vector, model) in zip(todo, vectors, strict=True):
+        # one model call for the batch (per role, if roles matter); the accounting row is
+        # filed under the first job of the call
+        vectors: dict[int, tuple[tuple[float, ...] | BaseException, str]] = {}
+        groups = ({role: [t for t in todo if ROLES[targets[t[0].id][0]] == role]
+                   for role in ("query", "passage")} if self.split_roles else {None: todo})
+        for role, group in groups.items():
+            if group:
+                got = await self._embed([text for _, text, _, _ in group], group[0][0], role)
+                vectors.update(zip([job.id for job, *_ in group], got, strict=True))
+        for job, text, text_md5, cut in todo:
+            vector, model = vectors[job.id]
             if isinstance(vector, BaseException):
                 results[job.id] = vector
                 continue
@@ -88,11 +101,11 @@ class Embeddings:
         return results
 
     async def _embed(
-        self, texts: list[str], first: Job
+        self, texts: list[str], first: Job, role: str | None
     ) -> list[tuple[tuple[float, ...] | BaseException, str]]:
         ctx = CallContext.for_job(first)
         try:
-            result = await self.client.embed(texts, ctx)
+            result = await self.client.embed(texts, ctx, role)
         except ModelFinal as exc:
             if exc.code != "bad_request" or len(texts) == 1:
                 raise
@@ -100,7 +113,7 @@ class Embeddings:
             single: list[tuple[tuple[float, ...] | BaseException, str]] = []
             for text in texts:
                 try:
-                    one = await self.client.embed([text], ctx)
+                    one = await self.client.embed([text], ctx, role)
                     single.append((one.vectors[0], one.model))
                 except ModelFinal as refused:
                     single.append((refused, ""))
@@ -142,8 +155,9 @@ class Embeddings:
         await conn.execute(q(_FAILED[source]), {"id": row_id})
 
 
-def kind(client: ModelClient, batch_size: int, timeout: float) -> JobKind:
-    embeddings = Embeddings(client)
+def kind(client: ModelClient, batch_size: int, timeout: float,
+         split_roles: bool = False) -> JobKind:
+    embeddings = Embeddings(client, split_roles)
     return JobKind(KIND, batch_handler=embeddings.run,
                    on_final_failure=embeddings.on_final_failure,
                    batch_size=batch_size, concurrency=2, timeout=timeout)

@@ -137,7 +137,7 @@ class Explanations:
 
     async def _embed(self, text: str, job: Job) -> str:
         """The question has no ready vector yet: embed it now for the evidence search."""
-        result = await self.client.embed([text], CallContext.for_job(job))
+        result = await self.client.embed([text], CallContext.for_job(job), role="query")
         return "[" + ",".join(f"{x:.8g}" for x in result.vectors[0]) + "]"
 
     async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:

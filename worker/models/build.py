@@ -55,6 +55,7 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         make_client(embed_endpoint, settings.embed_api_key or settings.openai_api_key),
         settings.embed_model,
         settings.embed_dim if settings.embed_send_dimensions else None,
+        settings.embed_input_type,
     )
     return ModelClient(
         chat=chat,

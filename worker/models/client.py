@@ -54,7 +54,9 @@ class EmbeddingBackend(Protocol):
     backend: str
     model: str
 
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], str, Usage]: ...
+    async def embed(
+        self, texts: Sequence[str], role: str | None = None
+    ) -> tuple[list[list[float]], str, Usage]: ...
 
     async def aclose(self) -> None: ...
 
@@ -206,9 +208,12 @@ class ModelClient:
 
     # -- embeddings ---------------------------------------------------------------------------
 
-    async def embed(self, texts: Sequence[str], ctx: CallContext) -> EmbeddingResult:
+    async def embed(
+        self, texts: Sequence[str], ctx: CallContext, role: str | None = None
+    ) -> EmbeddingResult:
         """Vectors for `texts`, in order, one round trip per embed_batch_size texts; each
-        round trip gets the job kind's timeout."""
+        round trip gets the job kind's timeout. `role` (query | passage) reaches servers
+        that distinguish them (WORKER_EMBED_INPUT_TYPE)."""
         embedder = self.embedder
         if embedder is None:
             raise ConfigError("no embedding model is configured")
@@ -221,7 +226,7 @@ class ModelClient:
         for start in range(0, len(texts), self.embed_batch_size):
             async with self._trip(self.embed_gate, record, limit, embedder.backend) as trip:
                 got, model, used = await embedder.embed(
-                    texts[start : start + self.embed_batch_size]
+                    texts[start : start + self.embed_batch_size], role
                 )
             await self._record(record(trip, "ok", None, _Used(model, used)))
             vectors.extend(got)

