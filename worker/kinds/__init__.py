@@ -11,7 +11,7 @@ import psycopg
 import structlog
 
 from worker.errors import ConfigError
-from worker.kinds import embedding, explanation
+from worker.kinds import embedding, explanation, weakness
 from worker.models.build import check_embedding_dimension, vector_column_dimension
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal, ModelRetryable
@@ -20,7 +20,7 @@ from worker.registry import Registry, registry
 
 log = structlog.get_logger("worker.kinds")
 
-BUILTIN = (embedding.KIND, explanation.KIND)
+BUILTIN = (embedding.KIND, explanation.KIND, weakness.KIND)
 
 
 def builtin_registry() -> Registry:
@@ -49,6 +49,8 @@ def register_builtin(
                                        2 * model_timeout + 10, settings.embed_input_type))
     if explanation.KIND in kinds:
         target.register(explanation.kind(client, settings))
+    if weakness.KIND in kinds:
+        target.register(weakness.kind(client, settings))
 
 
 def embedding_column_dimension(conn: psycopg.Connection[Any]) -> int | None:

@@ -1,0 +1,459 @@
+"""Course weakness analysis: a graded quiz's wrong answers in, the course's merged analysis out.
+
+Only the new wrong answers and a bounded summary of the existing analysis reach the model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from psycopg.types.json import Jsonb
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+
+from worker.errors import FinalFailure, SkipJob
+from worker.job import Job
+from worker.models.client import ModelClient
+from worker.models.settings import ModelSettings
+from worker.models.types import CallContext, CompletionRequest, Message
+from worker.prompts import Prompt, load_prompt
+from worker.queries import q
+from worker.registry import Conn, JobKind
+
+KIND = "weakness_analysis"
+FORMAT = 1
+# what one prompt may carry: a 100-question mock exam can have 60 wrong answers, and the
+# explanation text is the longest part of each
+MAX_WRONG_ANSWERS = 40
+CHARS = {"question": 600, "choice": 200, "reference": 600, "answer": 600, "explanation": 400}
+# the existing analysis reaches the prompt only as its top topics, whatever the history size
+SUMMARY_MAX_TOPICS = 12
+SUMMARY_MAX_CHARS = 800
+# per analysis, and in the course-level aggregate
+MAX_WEAKNESSES, MAX_SUGGESTIONS = 10, 8
+TOPIC_CHARS, TEXT_CHARS = 80, 400
+AGGREGATE_EVIDENCE, AGGREGATE_SUGGESTIONS = 5, 20
+DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE = 1500, 0.2
+VARIABLES = ("course_title", "quiz_label", "answered", "wrong_count", "wrong_answers",
+             "existing_summary")
+
+Severity = Literal["high", "medium", "low"]
+RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1}
+# small local models sometimes answer in Korean despite the enum
+_SEVERITY_WORDS = {"높음": "high", "상": "high", "중간": "medium", "보통": "medium",
+                   "중": "medium", "낮음": "low", "하": "low"}
+_CIRCLED = "①②③④"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _clean(limit: int) -> AfterValidator:
+    def check(value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be empty")
+        return clip(value, limit)
+
+    return AfterValidator(check)
+
+
+def severity_of(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    word = value.strip().lower()
+    return word if word in RANK else _SEVERITY_WORDS.get(word)
+
+
+# -- what the model returns ------------------------------------------------------------------
+
+
+class Weakness(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: Annotated[str, _clean(TOPIC_CHARS)]
+    severity: Severity
+    evidence: Annotated[str, _clean(TEXT_CHARS)]
+    # the numbers ([1], [2] …) of the wrong answers that show this weakness
+    questions: list[int]
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity(cls, value: object) -> object:
+        return severity_of(value) or value
+
+
+class Suggestion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: Annotated[str, _clean(TEXT_CHARS)]
+    topics: list[str]
+
+
+class WeaknessAnalysis(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    weaknesses: list[Weakness]
+    suggestions: list[Suggestion]
+
+
+# -- what the model is given -----------------------------------------------------------------
+
+
+def _number(value: Decimal | float | int | None) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    """One wrong answer as the weakness_wrong_answers query returns it."""
+
+    question_id: int
+    question_type: str
+    question_text: str
+    choices: tuple[str | None, ...]
+    correct_choice: int | None
+    reference_answer: str | None
+    explanation: str | None
+    subject: str | None
+    scope: str | None
+    selected_choice: int | None
+    answer_text: str | None
+    unsure: bool
+    score: Decimal | None
+    max_score: Decimal | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> WrongAnswer:
+        return cls(
+            question_id=row["question_id"], question_type=row["question_type"],
+            question_text=row["question_text"] or "",
+            choices=(row["choice_1"], row["choice_2"], row["choice_3"], row["choice_4"]),
+            correct_choice=row["correct_choice"], reference_answer=row["reference_answer"],
+            explanation=row["explanation"], subject=row["subject"], scope=row["scope"],
+            selected_choice=row["selected_choice"], answer_text=row["answer_text"],
+            unsure=bool(row["unsure"]), score=row["score"], max_score=row["max_score"],
+        )
+
+    def render(self, number: int) -> str:
+        descriptive = self.question_type == "descriptive"
+        head = [f"[{number}] {'서술형' if descriptive else '객관식'}"]
+        head += [f"{label}: {value}" for label, value in (("과목", self.subject),
+                                                          ("범위", self.scope)) if value]
+        lines = [" | ".join(head), f"문제: {clip(self.question_text, CHARS['question'])}"]
+        if descriptive:
+            if self.reference_answer:
+                lines.append(f"모범 답안: {clip(self.reference_answer, CHARS['reference'])}")
+            answer = (self.answer_text or "").strip()
+            lines.append(f"학습자 답안: {clip(answer, CHARS['answer']) if answer else '(무응답)'}")
+            lines.append(f"점수: {_number(self.score)} / {_number(self.max_score)}")
+        else:
+            lines.append("보기: " + " ".join(
+                f"{_CIRCLED[i]} {clip(c, CHARS['choice'])}"
+                for i, c in enumerate(self.choices) if c is not None))
+            lines.append(f"정답: {self._choice(self.correct_choice)}")
+            picked = self._choice(self.selected_choice) if self.selected_choice else "(무응답)"
+            lines.append(f"학습자 답: {picked}{' (헷갈림 표시)' if self.unsure else ''}")
+        if self.explanation:
+            lines.append(f"해설: {clip(self.explanation, CHARS['explanation'])}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _choice(number: int | None) -> str:
+        return _CIRCLED[number - 1] if number and 1 <= number <= 4 else str(number)
+
+
+def render_wrong_answers(answers: list[WrongAnswer]) -> str:
+    return "\n\n".join(answer.render(i) for i, answer in enumerate(answers, 1))
+
+
+def summarize(analysis: dict[str, Any], max_topics: int = SUMMARY_MAX_TOPICS,
+              max_chars: int = SUMMARY_MAX_CHARS) -> tuple[str, int]:
+    """The existing analysis as the prompt sees it: its strongest topics, one line each,
+    capped in count and characters. Returns the text and how many topics it names."""
+    lines: list[str] = []
+    used = 0
+    for item in analysis["weaknesses"][:max_topics]:
+        line = f"- {clip(item['topic'], 60)} ({item['severity']}, {item['occurrences']}회)"
+        if used + len(line) + 1 > max_chars:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    if not lines:
+        return "(없음: 이 과목의 첫 분석입니다)", 0
+    named = len(lines)
+    if len(analysis["weaknesses"]) > named:
+        lines.append(f"- … 그 밖에 {len(analysis['weaknesses']) - named}개")
+    return "\n".join(lines), named
+
+
+# -- the stored analysis: history is the record, the top-level lists are derived from it ------
+
+
+def topic_key(topic: str) -> str:
+    """Spacing and punctuation vary between analyses ("변압기 손실", "변압기손실")."""
+    return re.sub(r"[\W_]+", "", topic).casefold()
+
+
+def _first_text(item: dict[str, Any], keys: tuple[str, ...]) -> str:
+    for key in keys:
+        if isinstance(item.get(key), str) and item[key].strip():
+            return " ".join(item[key].split())
+    return ""
+
+
+def _legacy_entry(value: object) -> dict[str, Any]:
+    """An analysis stored before the history existed (the seed's flat shape, or anything
+    else found in the column), kept verbatim under `original` and read as best it can be."""
+    flat = value if isinstance(value, dict) else {}
+
+    def listed(key: str) -> list[Any]:
+        found = flat.get(key)
+        return found if isinstance(found, list) else []
+
+    weaknesses = []
+    for item in listed("weaknesses"):
+        row = item if isinstance(item, dict) else {"topic": item}
+        topic = _first_text(row, ("topic", "name", "title", "weakness", "area"))
+        if topic:
+            weaknesses.append({
+                "topic": clip(topic, TOPIC_CHARS),
+                "severity": severity_of(row.get("severity") or row.get("level")) or "medium",
+                "evidence": clip(_first_text(row, ("evidence", "description", "detail",
+                                                   "reason")), TEXT_CHARS),
+                "question_ids": []})
+    suggestions = []
+    for item in listed("suggestions"):
+        row = item if isinstance(item, dict) else {"text": item}
+        text = _first_text(row, ("text", "suggestion", "content", "description", "title"))
+        if text:
+            suggestions.append({"text": clip(text, TEXT_CHARS), "topics": []})
+    analyzed_at = flat.get("analyzed_at")
+    return {"source": "legacy", "quiz_id": None, "job_id": None,
+            "analyzed_at": str(analyzed_at) if analyzed_at is not None else None,
+            "prompt_version": None, "model": None, "wrong_answers": None,
+            "weaknesses": weaknesses, "suggestions": suggestions, "superseded_by_job": None,
+            "original": value}
+
+
+def normalize(existing: object) -> dict[str, Any]:
+    """The stored column in this kind's format; an older or foreign value becomes one
+    legacy history entry, so nothing that was stored is lost."""
+    if existing is None:
+        return rebuild([])
+    if (isinstance(existing, dict) and existing.get("format") == FORMAT
+            and isinstance(existing.get("history"), list)):
+        return rebuild([dict(e) if isinstance(e, dict) else e for e in existing["history"]])
+    return rebuild([_legacy_entry(existing)])
+
+
+def _items(entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = entry.get(key)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def rebuild(history: list[Any]) -> dict[str, Any]:
+    """The course-level view of a history: every topic of the active entries (a quiz's
+    superseded analyses do not count), strongest first, and the newest suggestions."""
+    active = [e for e in history if isinstance(e, dict) and not e.get("superseded_by_job")]
+    topics: dict[str, dict[str, Any]] = {}
+    last: dict[str, int] = {}
+    for index, entry in enumerate(active):
+        seen: set[str] = set()
+        for item in _items(entry, "weaknesses"):
+            topic = item.get("topic")
+            if not isinstance(topic, str) or not topic_key(topic):
+                continue
+            key = topic_key(topic)
+            agg = topics.setdefault(key, {
+                "topic": topic, "severity": "medium", "occurrences": 0, "quiz_ids": [],
+                "evidence": [], "first_seen_at": entry.get("analyzed_at"),
+                "last_seen_at": None})
+            # the latest analysis naming a topic says how it stands now
+            agg.update(topic=topic, severity=severity_of(item.get("severity")) or "medium",
+                       last_seen_at=entry.get("analyzed_at"))
+            if key not in seen:
+                agg["occurrences"] += 1
+                seen.add(key)
+            quiz_id = entry.get("quiz_id")
+            if quiz_id is not None and quiz_id not in agg["quiz_ids"]:
+                agg["quiz_ids"].append(quiz_id)
+            if isinstance(item.get("evidence"), str) and item["evidence"]:
+                agg["evidence"] = [*agg["evidence"], item["evidence"]][-AGGREGATE_EVIDENCE:]
+            last[key] = index
+    weaknesses = sorted(topics, key=lambda k: (-RANK[topics[k]["severity"]],
+                                               -topics[k]["occurrences"], -last[k]))
+    suggestions: list[dict[str, Any]] = []
+    seen_texts: set[str] = set()
+    for entry in reversed(active):
+        for item in _items(entry, "suggestions"):
+            text = item.get("text")
+            if not isinstance(text, str) or topic_key(text) in seen_texts:
+                continue
+            seen_texts.add(topic_key(text))
+            suggestions.append({"text": text, "topics": item.get("topics") or [],
+                                "quiz_id": entry.get("quiz_id"),
+                                "analyzed_at": entry.get("analyzed_at")})
+    dated = [e.get("analyzed_at") for e in history if isinstance(e, dict)]
+    return {"format": FORMAT, "weaknesses": [topics[k] for k in weaknesses],
+            "suggestions": suggestions[:AGGREGATE_SUGGESTIONS],
+            "analyzed_at": dated[-1] if dated else None, "history": history}
+
+
+def merge(existing: object, entry: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Add one quiz's analysis to the stored one. An earlier analysis of the same quiz (it
+    was regraded, or requeued) stays in the history, marked superseded. Returns the new
+    value and how many entries this superseded."""
+    history = normalize(existing)["history"]
+    superseded = 0
+    for old in history:
+        if (isinstance(old, dict) and old.get("source") == "quiz"
+                and old.get("quiz_id") == entry["quiz_id"] and not old.get("superseded_by_job")):
+            old["superseded_by_job"] = entry["job_id"]
+            superseded += 1
+    return rebuild([*history, entry]), superseded
+
+
+def ground(analysis: WeaknessAnalysis, answers: list[WrongAnswer]
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """Tie each weakness to the questions it cites. A weakness that cites none of the wrong
+    answers sent has no evidence in them and is dropped."""
+    weaknesses: list[dict[str, Any]] = []
+    unknown = unsupported = 0
+    for item in analysis.weaknesses[:MAX_WEAKNESSES]:
+        ids: list[int] = []
+        for number in item.questions:
+            if 1 <= number <= len(answers):
+                if answers[number - 1].question_id not in ids:
+                    ids.append(answers[number - 1].question_id)
+            else:
+                unknown += 1
+        if not ids:
+            unsupported += 1
+            continue
+        weaknesses.append({"topic": item.topic, "severity": item.severity,
+                           "evidence": item.evidence, "question_ids": ids})
+    suggestions = [{"text": s.text,
+                    "topics": [clip(t, TOPIC_CHARS) for t in s.topics if t.strip()][:5]}
+                   for s in analysis.suggestions[:MAX_SUGGESTIONS]]
+    return weaknesses, suggestions, {"unknown_question_refs": unknown,
+                                     "unsupported_weaknesses_dropped": unsupported}
+
+
+def prompt_values(course_title: str, quiz: dict[str, Any], answers: list[WrongAnswer],
+                  total_wrong: int, summary: str) -> dict[str, object]:
+    label = "모의고사" if quiz["kind"] == "mock_exam" else "퀴즈"
+    wrong = f"{total_wrong}개"
+    if len(answers) < total_wrong:
+        wrong += f": 이 가운데 앞의 {len(answers)}개만 싣습니다"
+    return {"course_title": course_title,
+            "quiz_label": f"{label} '{quiz['title']}'" if quiz.get("title") else label,
+            "answered": quiz["answers"], "wrong_count": wrong,
+            "wrong_answers": render_wrong_answers(answers), "existing_summary": summary}
+
+
+# -- the job ---------------------------------------------------------------------------------
+
+
+def _quiz_id(job: Job) -> int:
+    value = job.payload.get("quiz_id")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FinalFailure("bad_payload",
+                           f"expected {{quiz_id: int, course_id: int}}, got {job.payload!r}"[:300])
+    return value
+
+
+class Analyzer:
+    def __init__(self, client: ModelClient, prompt: Prompt) -> None:
+        self.client = client
+        self.prompt = prompt
+        rf = prompt.response_format
+        self.max_tokens = (rf.max_tokens if rf else None) or DEFAULT_MAX_TOKENS
+        self.temperature = rf.temperature if rf and rf.temperature is not None \
+            else DEFAULT_TEMPERATURE
+
+    async def run(self, conn: Conn, job: Job) -> dict[str, Any]:
+        quiz_id = _quiz_id(job)
+        quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
+        if quiz is None:
+            raise SkipJob("quiz_missing", f"quiz {quiz_id} does not exist")
+        if quiz["course_found"] is None:
+            raise SkipJob("course_missing", f"course {quiz['course_id']} of quiz {quiz_id} "
+                                            "does not exist")
+        if quiz["status"] != "graded":
+            raise SkipJob("quiz_not_graded", f"quiz {quiz_id} is {quiz['status']} now; it is "
+                                             "analysed again when it is graded")
+        cur = await conn.execute(q("weakness_wrong_answers"), {"quiz_id": quiz_id})
+        rows = await cur.fetchall()
+        wrong = [WrongAnswer.of(row) for row in rows if not row["deleted"]]
+        info: dict[str, Any] = {
+            "quiz_id": quiz_id, "course_id": quiz["course_id"], "answers": quiz["answers"],
+            "wrong_answers_total": len(wrong), "deleted_questions_left_out": len(rows) - len(wrong)}
+        if not wrong:
+            return {**info, "analyzed": False, "reason": "no_wrong_answers", "model_calls": 0}
+
+        sent = wrong[:MAX_WRONG_ANSWERS]
+        summary, named = summarize(normalize(quiz["existing"]))
+        messages = self.prompt.render(prompt_values(quiz["course_title"], quiz, sent,
+                                                    len(wrong), summary))
+        result = await self.client.complete(
+            CompletionRequest[WeaknessAnalysis](
+                messages=messages, output=WeaknessAnalysis, max_tokens=self.max_tokens,
+                temperature=self.temperature),
+            CallContext.for_job(job, prompt_version=self.prompt.version))
+        weaknesses, suggestions, grounding = ground(result.value, sent)
+        info |= {"analyzed": True, "prompt_version": self.prompt.version,
+                 "wrong_answers": len(sent), "summary_topics": named,
+                 "prompt_chars": prompt_chars(messages),
+                 "prompt_tokens": result.usage.prompt_tokens,
+                 "completion_tokens": result.usage.completion_tokens, "model": result.model,
+                 "backend": result.backend, "repaired": result.repaired,
+                 "retried": result.retried, "weaknesses_found": len(weaknesses),
+                 "suggestions_found": len(suggestions), **grounding}
+        if not weaknesses and not suggestions:
+            # nothing usable: the stored analysis is left exactly as it is
+            return {**info, "stored": False, "reason": "empty_analysis"}
+
+        locked = await (await conn.execute(q("weakness_lock_course"),
+                                           {"course_id": quiz["course_id"]})).fetchone()
+        if locked is None:
+            raise SkipJob("course_missing", f"course {quiz['course_id']} was deleted while "
+                                            f"quiz {quiz_id} was analysed")
+        analyzed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        entry = {"source": "quiz", "quiz_id": quiz_id, "quiz_kind": quiz["kind"],
+                 "job_id": job.id, "analyzed_at": analyzed_at,
+                 "prompt_version": self.prompt.version, "model": result.model,
+                 "wrong_answers": len(sent), "weaknesses": weaknesses,
+                 "suggestions": suggestions, "superseded_by_job": None}
+        merged, superseded = merge(locked["existing"], entry)
+        await conn.execute(q("weakness_store"), {"course_id": quiz["course_id"],
+                                                 "analysis": Jsonb(merged)})
+        return {**info, "stored": True, "analyzed_at": analyzed_at,
+                "history_entries": len(merged["history"]), "superseded": superseded}
+
+
+def prompt_chars(messages: tuple[Message, ...]) -> int:
+    return sum(len(m.content) for m in messages)
+
+
+def kind(client: ModelClient, settings: ModelSettings, *,
+         prompts_dir: Path | None = None) -> JobKind:
+    """The job kind; its prompt version (PROMPT_VERSION[_WEAKNESS_ANALYSIS]) is fixed here,
+    at start-up, so a bad prompt file stops the worker instead of failing jobs."""
+    prompt = load_prompt(KIND, directory=prompts_dir, variables=VARIABLES)
+    analyzer = Analyzer(client, prompt)
+    # batch_size 1: the course row stays locked from the merge to the claim's commit, and a
+    # batch would hold it through the model calls of the jobs after it. The timeout: one round
+    # trip may be followed by a repair retry, each bounded by the model timeout; the rest
+    # covers the gate wait, the reads and the merge
+    return JobKind(KIND, handler=analyzer.run, batch_size=1, concurrency=2,
+                   timeout=2 * settings.timeout_for(KIND) + 15)
