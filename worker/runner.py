@@ -1,0 +1,41 @@
+"""Assembling a worker for this process: settings → model client → job kinds → Worker.
+
+Shared by `python -m worker run` and the demo; the model client is closed on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from worker import kinds
+from worker.config import Settings
+from worker.db import connect
+from worker.loop import Worker
+from worker.models.build import build_client
+from worker.models.settings import load_model_settings
+from worker.registry import Registry, load_plugins
+
+
+@contextlib.asynccontextmanager
+async def assembled_worker(settings: Settings, dsn: str,
+                           registry: Registry | None = None) -> AsyncIterator[Worker]:
+    """A Worker with the built-in kinds WORKER_KINDS selects and the plugins' kinds. The
+    embedding model's dimension is checked against the database column first."""
+    registry = registry or kinds.builtin_registry()
+    load_plugins(settings.plugins)
+    enabled = kinds.enabled_kinds(settings.kinds)
+    model_settings = load_model_settings()
+    with connect(dsn) as conn:
+        dimension = kinds.embedding_column_dimension(conn)
+    client = build_client(model_settings, dsn) if enabled else None
+    try:
+        if client is not None:
+            await client.start()
+            if kinds.embedding.KIND in enabled:
+                await kinds.probe_embedding_dimension(client, dimension)
+            kinds.register_builtin(registry, enabled, client, model_settings)
+        yield Worker(settings, dsn, registry)
+    finally:
+        if client is not None:
+            await client.aclose()
