@@ -51,7 +51,7 @@ db-start: $(STAMP) ## start the embedded PostgreSQL and leave it running (prints
 db-stop: $(STAMP) ## stop the embedded PostgreSQL
 	$(BIN)/python -m worker db stop
 
-demo: $(STAMP) ## see the queue work end to end on the embedded server
+demo: $(STAMP) ## the whole system end to end on the offline models (no key, no network)
 	$(BIN)/python -m demo
 
 bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (~45 min); rewrites BENCHMARKS.md tables
