@@ -58,6 +58,20 @@ class Bookkeeper:
             {"job_ids": job_ids, "claim_xid": claim_xid, "worker_id": worker_id},
         )
 
+    async def register(self, worker_id: str, kinds: list[str]) -> None:
+        await self._run("register_worker", {"worker_id": worker_id, "kinds": kinds})
+
+    async def heartbeat(self, worker_id: str, unknown_kind_grace: float) -> int:
+        """Refresh this worker's row; with a grace, fail jobs no live worker runs."""
+        await self._run("heartbeat_worker", {"worker_id": worker_id})
+        if unknown_kind_grace <= 0:
+            return 0
+        rows = await self._run("fail_unknown_kinds", {"grace_s": unknown_kind_grace})
+        return int(rows[0]["failed"]) if rows else 0
+
+    async def deregister(self, worker_id: str) -> None:
+        await self._run("deregister_worker", {"worker_id": worker_id})
+
     async def release(self, attempt_ids: list[int]) -> None:
         """Uncount attempts whose claim was rolled back on shutdown."""
         if attempt_ids:

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     retry_base: float = Field(default=2.0, ge=0)
     retry_cap: float = Field(default=300.0, ge=0)
 
+    # a pending job of a kind that no live worker runs fails as `unknown_kind` after this
+    # many seconds (0 = never); workers announce their kinds in queue.workers
+    unknown_kind_grace: float = Field(default=600.0, ge=0)
+    heartbeat_interval: float = Field(default=30.0, gt=0)
+
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     # must exceed the longest job timeout: it is the backstop for a worker that hangs
     # while its claiming transaction is open

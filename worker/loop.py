@@ -116,6 +116,8 @@ class Worker:
         helpers: list[asyncio.Task[None]] = []
         try:
             await asyncio.wait_for(self.listener.listening.wait(), 30)
+            await bookkeeper.register(settings.worker_id, [kind.name for kind in self.kinds])
+            helpers.append(asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat"))
             executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
                                 settings.retry_cap, self._stopping.is_set, self.wake_later)
             slots = [
@@ -146,9 +148,24 @@ class Worker:
             for task in [*slots, *helpers, listen_task]:
                 task.cancel()
             await asyncio.gather(*slots, *helpers, listen_task, return_exceptions=True)
+            with contextlib.suppress(psycopg.Error):
+                await bookkeeper.deregister(settings.worker_id)
             await bookkeeper.close()
             await pool.close()
             log.info("worker_stopped", worker_id=settings.worker_id)
+
+    async def _heartbeat(self, bookkeeper: Bookkeeper) -> None:
+        """Keep this worker's row in queue.workers fresh, and sweep jobs of kinds no live
+        worker runs (they would otherwise wait forever)."""
+        while True:
+            try:
+                failed = await bookkeeper.heartbeat(self.settings.worker_id,
+                                                    self.settings.unknown_kind_grace)
+                if failed:
+                    log.warning("unknown_kind_jobs_failed", jobs=failed)
+            except psycopg.Error as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+            await asyncio.sleep(self.settings.heartbeat_interval)
 
     def _healthy(self, slots: list[asyncio.Task[None]], listen_task: asyncio.Task[None]) -> bool:
         """Every slot and the listener still running (they never end on their own while the

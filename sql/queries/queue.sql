@@ -127,3 +127,17 @@ LISTEN queue_jobs;
 
 -- name: ping
 SELECT 1;
+
+-- name: register_worker
+INSERT INTO queue.workers (worker_id, kinds) VALUES (%(worker_id)s, %(kinds)s)
+ON CONFLICT (worker_id) DO UPDATE
+SET kinds = EXCLUDED.kinds, started_at = now(), heartbeat_at = now();
+
+-- name: heartbeat_worker
+UPDATE queue.workers SET heartbeat_at = now() WHERE worker_id = %(worker_id)s;
+
+-- name: deregister_worker
+DELETE FROM queue.workers WHERE worker_id = %(worker_id)s;
+
+-- name: fail_unknown_kinds
+SELECT queue.fail_unknown_kinds(make_interval(secs => %(grace_s)s)) AS failed;

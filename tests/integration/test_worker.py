@@ -252,3 +252,35 @@ def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
         assert [e["note"] for e in await _effects(dsn, job)] == ["attempt 2"]
 
     asyncio.run(main())
+
+
+def test_a_job_of_a_kind_no_live_worker_runs_fails_with_a_clear_code(dsn: str) -> None:
+    async def main() -> None:
+        async with await _aconnect(dsn) as conn:
+            for kind, age in (("no.such.kind", "1 hour"), ("no.such.kind", "1 second"),
+                              ("k", "1 hour")):
+                await conn.execute(
+                    b"INSERT INTO queue.jobs (kind, created_at, run_at) "
+                    b"VALUES (%s, now() - %s::interval, now() + interval '1 hour')",
+                    (kind, age))
+        async with running_worker(dsn, _registry(JobKind("k", _ok)),
+                                  unknown_kind_grace=60) as w:
+            rows = await _fetch(dsn, "SELECT kinds FROM queue.workers WHERE worker_id = %s",
+                                (w.settings.worker_id,))
+            assert rows == [{"kinds": ["k"]}]
+            await until(lambda: _fetch(dsn, "SELECT 1 FROM queue.jobs "
+                                            "WHERE error_code = 'unknown_kind'"),
+                        message="sweep")
+        jobs = await _fetch(dsn, "SELECT kind, status, error_code, error_message, completed_at "
+                                 "IS NOT NULL AS done FROM queue.jobs ORDER BY id")
+        assert [(j["kind"], j["status"], j["error_code"]) for j in jobs] == [
+            ("no.such.kind", "failed", "unknown_kind"),
+            ("no.such.kind", "pending", None),   # younger than the grace period
+            ("k", "pending", None),              # a kind this worker runs (not due yet)
+        ]
+        assert "no live worker runs job kind 'no.such.kind'" in jobs[0]["error_message"]
+        assert jobs[0]["done"] is True
+        # a stopped worker leaves the registry
+        assert await _fetch(dsn, "SELECT * FROM queue.workers") == []
+
+    asyncio.run(main())
