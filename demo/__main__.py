@@ -18,7 +18,6 @@ from typing import Any
 
 import psycopg
 import yaml
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
@@ -32,7 +31,7 @@ from worker.runner import assembled_worker
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "data" / "sample_course.yaml"
 Q = parse((HERE / "queries.sql").read_text(encoding="utf-8"), "demo/queries.sql")
-DEMO_DB = "worker_demo"
+DEMO_DB = "worker_demo"  # the name in demo/queries.sql
 Conn = psycopg.Connection[dict[str, Any]]
 
 
@@ -42,9 +41,8 @@ def _connect(dsn: str) -> Conn:
 
 def _fresh_database(server_dsn: str) -> str:
     with _connect(server_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(DEMO_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+        admin.execute(Q["drop_demo_database"])
+        admin.execute(Q["create_demo_database"])
     return make_conninfo(server_dsn, dbname=DEMO_DB)
 
 

@@ -77,3 +77,9 @@ SELECT kind, model, sum(calls)::int AS calls, sum(prompt_tokens)::int AS prompt_
        sum(completion_tokens)::int AS completion_tokens,
        round((sum(latency_ms) / 1000)::numeric, 1) AS model_seconds
 FROM queue.model_usage_daily GROUP BY kind, model ORDER BY kind;
+
+-- name: drop_demo_database
+DROP DATABASE IF EXISTS worker_demo WITH (FORCE);
+
+-- name: create_demo_database
+CREATE DATABASE worker_demo;
