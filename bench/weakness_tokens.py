@@ -20,7 +20,7 @@ from tests.support.inproc import running_worker, until
 from worker import logs
 from worker.config import load_settings
 from worker.db import check_pgvector, connect, database_url
-from worker.kinds import weakness
+from worker.kinds import weakness, weakness_store
 from worker.migrate import migrate
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
@@ -51,7 +51,7 @@ def previous_analyses(count: int) -> dict[str, Any]:
                                      "유형을 다섯 문제 더 풀어 보기", "topics": []}
                             for _ in range(2)],
             "superseded_by_job": None}
-        stored, _ = weakness.merge(stored, entry)
+        stored, _ = weakness_store.merge(stored, entry)
     return dict(stored)
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from worker.errors import FinalFailure
 from worker.job import Job
 from worker.kinds import weakness as w
+from worker.kinds import weakness_store as store
 from worker.models.client import ModelClient
 from worker.models.settings import ModelSettings
 from worker.prompts import load_prompt
@@ -46,7 +47,7 @@ def _history(count: int, topics_each: int = 3) -> dict[str, Any]:
     stored: Any = None
     for n in range(1, count + 1):
         topics = [(f"주제 {n:03d}-{k}", "medium") for k in range(topics_each)]
-        stored, _ = w.merge(stored, _entry(n, n, *topics, suggestions=(f"제안 {n}",)))
+        stored, _ = store.merge(stored, _entry(n, n, *topics, suggestions=(f"제안 {n}",)))
     return dict(stored)
 
 
@@ -88,27 +89,27 @@ def test_long_fields_are_clipped() -> None:
 
 
 def test_the_summary_of_nothing_says_it_is_the_first_analysis() -> None:
-    assert w.summarize(w.normalize(None)) == ("(없음: 이 과목의 첫 분석입니다)", 0)
+    assert store.summarize(store.normalize(None)) == ("(없음: 이 과목의 첫 분석입니다)", 0)
 
 
 def test_the_summary_is_bounded_whatever_the_history() -> None:
     sizes = []
     for count in (1, 10, 50, 200):
         stored = _history(count)
-        summary, named = w.summarize(stored)
-        assert named <= w.SUMMARY_MAX_TOPICS
+        summary, named = store.summarize(stored)
+        assert named <= store.SUMMARY_MAX_TOPICS
         # the cap, plus the one "… 그 밖에 N개" line
-        assert len(summary) <= w.SUMMARY_MAX_CHARS + 20
+        assert len(summary) <= store.SUMMARY_MAX_CHARS + 20
         assert "근거" not in summary  # evidence never reaches the prompt
         sizes.append(len(summary))
     assert sizes[0] <= sizes[1] <= sizes[2] == sizes[3]
-    long = w.normalize({"weaknesses": ["가" * 70] * 1})
-    assert w.summarize(long)[0] == f"- {'가' * 59}… (medium, 1회)"
+    long = store.normalize({"weaknesses": ["가" * 70] * 1})
+    assert store.summarize(long)[0] == f"- {'가' * 59}… (medium, 1회)"
 
 
 def test_the_summary_is_cut_by_characters_too() -> None:
-    stored = w.rebuild([_entry(1, 1, *[(f"{k}" + "주제" * 25, "high") for k in range(12)])])
-    summary, named = w.summarize(stored, max_chars=300)
+    stored = store.rebuild([_entry(1, 1, *[(f"{k}" + "주제" * 25, "high") for k in range(12)])])
+    summary, named = store.summarize(stored, max_chars=300)
     assert named == 4 and len(summary) <= 300 + 20
     assert summary.endswith("- … 그 밖에 8개")
 
@@ -120,12 +121,12 @@ def test_the_rendered_prompt_stays_flat_as_the_history_grows() -> None:
     chars = {}
     for count in (1, 10, 50):
         stored = _history(count)
-        summary, _ = w.summarize(stored)
+        summary, _ = store.summarize(stored)
         messages = prompt.render(w.prompt_values("전기기사", quiz, answers, 5, summary))
         chars[count] = w.prompt_chars(messages)
         assert len(json.dumps(stored, ensure_ascii=False)) > 1000 * count  # the record grows
     assert chars[50] - chars[10] <= 5
-    assert chars[10] - chars[1] <= w.SUMMARY_MAX_CHARS
+    assert chars[10] - chars[1] <= store.SUMMARY_MAX_CHARS
 
 
 # -- normalizing and merging ------------------------------------------------------------------
@@ -135,7 +136,7 @@ def test_a_seed_style_analysis_becomes_a_legacy_entry() -> None:
     seed = {"weaknesses": ["전력 계산", {"name": "역률", "level": "높음", "description": "개선"},
                            {"nothing": 1}, 7],
             "suggestions": ["공식 암기", {"suggestion": "문제 풀이"}], "analyzed_at": "2024-05-01"}
-    stored = w.normalize(seed)
+    stored = store.normalize(seed)
     (entry,) = stored["history"]
     assert entry["source"] == "legacy" and entry["original"] == seed
     # what cannot be read as a topic is only in `original`
@@ -148,15 +149,15 @@ def test_a_seed_style_analysis_becomes_a_legacy_entry() -> None:
 
 @pytest.mark.parametrize("garbage", ["a string", [1, 2], 42, True, {"weaknesses": "x"}])
 def test_anything_else_in_the_column_is_kept_not_fatal(garbage: Any) -> None:
-    merged, _ = w.merge(garbage, _entry(1, 1, ("새 주제", "low")))
+    merged, _ = store.merge(garbage, _entry(1, 1, ("새 주제", "low")))
     assert merged["history"][0]["original"] == garbage
     assert [x["topic"] for x in merged["weaknesses"]] == ["새 주제"]
 
 
 def test_a_merge_adds_the_new_analysis_and_keeps_the_history() -> None:
-    stored, _ = w.merge(None, _entry(1, 1, ("변압기 손실", "low"), ("회로", "medium"),
+    stored, _ = store.merge(None, _entry(1, 1, ("변압기 손실", "low"), ("회로", "medium"),
                                      suggestions=("철손 정리",)))
-    stored, _ = w.merge(stored, _entry(2, 2, ("변압기손실!", "high"), ("송전", "low"),
+    stored, _ = store.merge(stored, _entry(2, 2, ("변압기손실!", "high"), ("송전", "low"),
                                        suggestions=("동손 계산", "철손  정리")))
     assert [(x["topic"], x["severity"], x["occurrences"], x["quiz_ids"])
             for x in stored["weaknesses"]] == [
@@ -166,13 +167,13 @@ def test_a_merge_adds_the_new_analysis_and_keeps_the_history() -> None:
     assert [s["text"] for s in stored["suggestions"]] == ["동손 계산", "철손  정리"]
     assert [h["job_id"] for h in stored["history"]] == [1, 2]
     assert stored["analyzed_at"] == "2026-01-02T00:00:00+00:00"
-    assert w.normalize(stored) == stored  # re-reading the stored value changes nothing
+    assert store.normalize(stored) == stored  # re-reading the stored value changes nothing
 
 
 def test_a_second_analysis_of_one_quiz_supersedes_the_first() -> None:
-    stored, _ = w.merge(None, _entry(1, 1, ("옛 주제", "high")))
-    stored, _ = w.merge(stored, _entry(2, 2, ("다른 퀴즈", "low")))
-    stored, superseded = w.merge(stored, _entry(1, 3, ("새 주제", "medium")))
+    stored, _ = store.merge(None, _entry(1, 1, ("옛 주제", "high")))
+    stored, _ = store.merge(stored, _entry(2, 2, ("다른 퀴즈", "low")))
+    stored, superseded = store.merge(stored, _entry(1, 3, ("새 주제", "medium")))
     assert superseded == 1
     assert [x["topic"] for x in stored["weaknesses"]] == ["새 주제", "다른 퀴즈"]
     assert [h["superseded_by_job"] for h in stored["history"]] == [3, None, None]
@@ -181,12 +182,12 @@ def test_a_second_analysis_of_one_quiz_supersedes_the_first() -> None:
 def test_evidence_and_suggestions_in_the_aggregate_are_capped() -> None:
     stored: Any = None
     for n in range(1, 31):
-        stored, _ = w.merge(stored, _entry(n, n, ("같은 주제", "medium"),
+        stored, _ = store.merge(stored, _entry(n, n, ("같은 주제", "medium"),
                                            suggestions=(f"제안 {n}",)))
     (topic,) = stored["weaknesses"]
-    assert topic["occurrences"] == 30 and len(topic["evidence"]) == w.AGGREGATE_EVIDENCE
+    assert topic["occurrences"] == 30 and len(topic["evidence"]) == store.AGGREGATE_EVIDENCE
     assert topic["evidence"][-1] == "같은 주제 근거 30"
-    assert len(stored["suggestions"]) == w.AGGREGATE_SUGGESTIONS
+    assert len(stored["suggestions"]) == store.AGGREGATE_SUGGESTIONS
     assert stored["suggestions"][0]["text"] == "제안 30"
     assert len(stored["history"]) == 30
 
@@ -202,7 +203,7 @@ def test_the_output_model_cleans_and_rejects() -> None:
     assert value.weaknesses[0].topic == "변압기 손실"
     assert value.weaknesses[0].severity == "high"
     assert value.weaknesses[0].questions == [1, 2]
-    assert len(value.suggestions[0].text) == w.TEXT_CHARS
+    assert len(value.suggestions[0].text) == store.TEXT_CHARS
     for bad in ({"topic": " ", "severity": "high", "evidence": "e", "questions": []},
                 {"topic": "t", "severity": "fatal", "evidence": "e", "questions": []},
                 {"topic": "t", "severity": "low", "questions": []}):
