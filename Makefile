@@ -8,7 +8,7 @@ WHEELS := $(HOME)/.cache/pg-llm-worker/wheels
 LLAMA  := llama-cpp-python==0.3.36
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench
+.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,6 +56,9 @@ demo: $(STAMP) ## the whole system end to end on the offline models (no key, no 
 
 bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (~45 min); rewrites BENCHMARKS.md tables
 	bench/run.sh $(BENCH_ARGS)
+
+chaos: $(STAMP) ## full-size reliability scenarios (~5 min): kill loop, restarts, cuts, faults
+	CHAOS_FULL=1 $(BIN)/pytest tests/reliability -m chaos -v -s --timeout 900
 
 clean: ## remove the virtualenv and the embedded database
 	-$(BIN)/python -m worker db stop

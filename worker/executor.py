@@ -71,9 +71,13 @@ class Executor:
         finished: list[tuple[int, int | None, int, Outcome]] = []
         for rec in sorted(recorded, key=lambda r: list(by_id).index(r["job_id"])):
             row = by_id[rec["job_id"]]
+            # the schema refuses a payload that is not an object; a row from before that
+            # check must still fail alone instead of breaking the claim
+            payload = row["payload"] if isinstance(row["payload"], dict) else {
+                "_invalid_payload": row["payload"]}
             job = Job(
                 id=row["id"], kind=row["kind"], subject=row["subject"],
-                payload=row["payload"] or {}, priority=row["priority"],
+                payload=payload, priority=row["priority"],
                 max_attempts=row["max_attempts"], created_at=row["created_at"],
                 attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"],
             )

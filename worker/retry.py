@@ -9,6 +9,7 @@ import random
 
 from worker.errors import FinalFailure, InputChanged, JobError, RetryLater, SkipJob
 from worker.job import Job, Outcome
+from worker.textsafe import storable, storable_tree
 
 MAX_MESSAGE = 2000
 
@@ -21,6 +22,8 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
 
 
 def _clip(message: str) -> str:
+    # model and server text can hold NUL bytes or an echoed API key: neither is stored
+    message = storable(message)
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
@@ -28,9 +31,9 @@ def classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
     """Turn what a handler raised into the outcome recorded for the job; a JobError's
     details become the job's result."""
     outcome = _classify(exc, job, base, cap)
-    details = getattr(exc, "details", None)
+    details = storable_tree(getattr(exc, "details", None))
     if isinstance(details, dict) and details:
-        outcome.result = dict(details)
+        outcome.result = details
     return outcome
 
 

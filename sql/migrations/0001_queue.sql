@@ -31,7 +31,9 @@ CREATE TABLE queue.jobs (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT terminal_has_completed_at CHECK (
         (status IN ('pending', 'running')) = (completed_at IS NULL)
-    )
+    ),
+    -- handlers read named fields; anything else is refused at the door
+    CONSTRAINT payload_is_object CHECK (jsonb_typeof(payload) = 'object')
 );
 
 COMMENT ON TABLE queue.jobs IS
@@ -67,6 +69,8 @@ CREATE TABLE queue.attempts (
 );
 
 CREATE INDEX attempts_job ON queue.attempts (job_id);
+-- one attempt per job and claim, so a retried bookkeeping insert cannot count one twice
+CREATE UNIQUE INDEX attempts_claim ON queue.attempts (job_id, claim_xid);
 CREATE INDEX attempts_open ON queue.attempts (job_id) WHERE finished_at IS NULL;
 
 -- Wake listening workers. The payload is the kind, never the job id, so a transaction that
@@ -172,8 +176,9 @@ BEGIN
         -- operator call: either way it is about to be handled, which is what was asked.
         PERFORM 1 FROM queue.jobs WHERE id = p_job_id FOR NO KEY UPDATE SKIP LOCKED;
         IF FOUND THEN
-            UPDATE queue.jobs SET run_at = now(), updated_at = now()
-            WHERE id = p_job_id AND status = 'pending';
+            -- workers never store `running`; one set by hand would otherwise never run
+            UPDATE queue.jobs SET status = 'pending', run_at = now(), updated_at = now()
+            WHERE id = p_job_id;
             PERFORM pg_notify('queue_jobs', v_job.kind);
         END IF;
         RETURN p_job_id;
@@ -213,7 +218,6 @@ CREATE FUNCTION queue.requeue_failed(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id    bigint;
-    v_new   bigint;
     v_count integer := 0;
 BEGIN
     FOR v_id IN
@@ -230,8 +234,10 @@ BEGIN
               WHERE later.kind = j.kind AND later.subject = j.subject AND later.id > j.id)
         ORDER BY j.kind, coalesce(j.subject, j.id::text), j.id DESC
     LOOP
-        v_new := queue.requeue(v_id);
-        IF v_new IS DISTINCT FROM v_id THEN
+        -- counted only if this call made the new job (a concurrent call may have)
+        PERFORM queue.requeue(v_id);
+        IF EXISTS (SELECT 1 FROM queue.jobs n
+                   WHERE n.requeued_from = v_id AND n.xmin = pg_current_xact_id()::xid) THEN
             v_count := v_count + 1;
         END IF;
     END LOOP;

@@ -19,10 +19,13 @@ FOR NO KEY UPDATE OF j SKIP LOCKED;
 -- starts). Counts earlier attempts, except those released on a graceful shutdown and those
 -- superseded because the job's input changed; a job that already used all of them gets no
 -- new attempt and is failed by the caller.
+-- Idempotent per claim: if a first try committed but its reply was lost, the retry finds
+-- the rows it made instead of counting the attempts twice.
 WITH j AS (
     SELECT x.id, x.max_attempts,
            (SELECT count(*) FROM queue.attempts a
             WHERE a.job_id = x.id
+              AND a.claim_xid <> %(claim_xid)s::xid8
               AND a.outcome IS DISTINCT FROM 'released'
               AND a.outcome IS DISTINCT FROM 'superseded')::int AS prior
     FROM queue.jobs x
@@ -32,10 +35,18 @@ WITH j AS (
     SELECT j.id, j.prior + 1, %(worker_id)s, %(claim_xid)s::xid8
     FROM j
     WHERE j.prior < j.max_attempts
+    ON CONFLICT (job_id, claim_xid) DO NOTHING
     RETURNING id, job_id, attempt
+), earlier AS (
+    SELECT a.id, a.job_id, a.attempt FROM queue.attempts a
+    WHERE a.claim_xid = %(claim_xid)s::xid8 AND a.job_id = ANY(%(job_ids)s::bigint[])
 )
-SELECT j.id AS job_id, j.prior, ins.id AS attempt_id, ins.attempt
-FROM j LEFT JOIN ins ON ins.job_id = j.id;
+SELECT j.id AS job_id, j.prior,
+       coalesce(ins.id, earlier.id) AS attempt_id,
+       coalesce(ins.attempt, earlier.attempt) AS attempt
+FROM j
+LEFT JOIN ins ON ins.job_id = j.id
+LEFT JOIN earlier ON earlier.job_id = j.id;
 
 -- name: finish_jobs
 -- Write every claimed job's outcome in the claiming transaction, right before COMMIT.

@@ -19,6 +19,7 @@ from worker.models.types import CallContext, CompletionRequest
 from worker.prompts import Prompt, load_prompt
 from worker.queries import q
 from worker.registry import Conn, JobKind
+from worker.textsafe import storable
 
 KIND = "explanation"
 DEFAULT_MAX_TOKENS = 900
@@ -36,9 +37,10 @@ class Envelope(BaseModel):
     @field_validator("explanation_md")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        value = storable(value).strip()  # a NUL from the model must not fail the write
+        if not value:
             raise ValueError("the explanation is empty")
-        return value.strip()
+        return value
 
 
 def _question_id(job: Job) -> int:

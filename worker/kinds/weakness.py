@@ -36,6 +36,7 @@ from worker.models.types import CallContext, CompletionRequest, Message
 from worker.prompts import Prompt, load_prompt
 from worker.queries import q
 from worker.registry import Conn, JobKind
+from worker.textsafe import storable
 
 __all__ = ["KIND", "RANK", "SUMMARY_MAX_CHARS", "SUMMARY_MAX_TOPICS", "kind", "merge",
            "normalize", "rebuild", "summarize", "topic_key"]
@@ -59,7 +60,8 @@ _CIRCLED = "①②③④"
 
 def _clean(limit: int) -> AfterValidator:
     def check(value: str) -> str:
-        value = " ".join(value.split())
+        # a NUL or a lone surrogate from the model would fail the write of the whole merge
+        value = " ".join(storable(value).split())
         if not value:
             raise ValueError("must not be empty")
         return clip(value, limit)

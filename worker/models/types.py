@@ -5,9 +5,10 @@ Job kinds build a CompletionRequest and get a CompletionResult; backends return 
 
 from __future__ import annotations
 
+import re
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.job import Job
 
@@ -19,6 +20,7 @@ Role = Literal["system", "user", "assistant"]
 JsonMode = Literal["json_schema", "json_object_schema", "prompt"]
 
 _VALUE = ConfigDict(frozen=True, extra="forbid")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Message(BaseModel):
@@ -69,6 +71,13 @@ class RawReply(BaseModel):
     refusal: str | None = None
     usage: Usage = Usage()
     model: str
+
+    @field_validator("text", "refusal")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # a lone surrogate (from a \ud800 escape) cannot be encoded as UTF-8: it would fail
+        # the repair round that sends the reply back, and every write of it
+        return None if value is None else _LONE_SURROGATE.sub("\ufffd", value)
 
 
 class CompletionResult(BaseModel, Generic[OutT]):
