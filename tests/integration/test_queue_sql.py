@@ -218,3 +218,22 @@ def test_enqueue_does_not_wait_for_a_running_job(dsn: str) -> None:
         assert again == job
     finally:
         claim.close()
+
+
+def test_recording_a_claims_attempts_twice_counts_them_once(dsn: str) -> None:
+    """The bookkeeping insert is retried after a lost reply: it finds its own rows."""
+    with _connect(dsn) as conn:
+        job = conn.execute("SELECT queue.enqueue('k', 's') AS id").fetchone()["id"]
+    claim = Claim(dsn, "k")
+    try:
+        xid = claim.conn.execute("SELECT pg_current_xact_id()::text AS x").fetchone()["x"]
+        again = claim.side.execute(q("record_attempts"), {
+            "job_ids": [job], "claim_xid": xid, "worker_id": "test"}).fetchall()
+        assert again == claim.attempts
+        assert again[0]["attempt"] == 1 and again[0]["prior"] == 0
+        with _connect(dsn) as conn:
+            rows = conn.execute("SELECT count(*) AS n FROM queue.attempts WHERE job_id = %s",
+                                (job,)).fetchone()
+        assert rows == {"n": 1}
+    finally:
+        claim.close()
