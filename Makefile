@@ -54,7 +54,7 @@ db-stop: $(STAMP) ## stop the embedded PostgreSQL
 demo: $(STAMP) ## the whole system end to end on the offline models (no key, no network)
 	$(BIN)/python -m demo
 
-bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (~45 min); rewrites BENCHMARKS.md tables
+bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (30-50 min); rewrites BENCHMARKS.md tables
 	bench/run.sh $(BENCH_ARGS)
 
 chaos: $(STAMP) ## full-size reliability scenarios (~5 min): kill loop, restarts, cuts, faults
