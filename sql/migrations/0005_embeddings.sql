@@ -38,20 +38,27 @@ $$;
 
 -- A new live question needs a vector; an edit of the stem or a choice turns a ready vector
 -- stale (it is kept until the new one lands) and re-embeds. Other columns never do.
+-- The status a row's embedding takes when its text is written: a new row keeps a vector
+-- it arrived with as `ready`, otherwise waits (`pending`); an edited row with a vector keeps
+-- it as `stale` until the new one lands. One rule for questions, chunks and backfill.
+CREATE FUNCTION app.embedding_status_after_write(
+    p_inserted boolean, p_status text, p_has_vector boolean
+) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_inserted THEN CASE WHEN p_has_vector AND p_status = 'ready'
+                                  THEN 'ready' ELSE 'pending' END
+        WHEN p_status IN ('ready', 'stale') AND p_has_vector THEN 'stale'
+        ELSE 'pending'
+    END;
+$$;
+
 CREATE FUNCTION app.questions_embedding_status() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.deleted_at IS NOT NULL THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        IF NEW.embedding IS NULL OR NEW.embedding_status <> 'ready' THEN
-            NEW.embedding_status := 'pending';
-        END IF;
-    ELSIF NEW.embedding_status IN ('ready', 'stale') AND NEW.embedding IS NOT NULL THEN
-        NEW.embedding_status := 'stale';
-    ELSE
-        NEW.embedding_status := 'pending';
+    IF NEW.deleted_at IS NULL THEN
+        NEW.embedding_status := app.embedding_status_after_write(
+            TG_OP = 'INSERT', NEW.embedding_status, NEW.embedding IS NOT NULL);
     END IF;
     RETURN NEW;
 END;
@@ -95,15 +102,8 @@ CREATE TRIGGER questions_embedding_enqueue_on_edit
 CREATE FUNCTION app.chunks_embedding_status() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        IF NEW.embedding IS NULL OR NEW.embedding_status <> 'ready' THEN
-            NEW.embedding_status := 'pending';
-        END IF;
-    ELSIF NEW.embedding_status IN ('ready', 'stale') AND NEW.embedding IS NOT NULL THEN
-        NEW.embedding_status := 'stale';
-    ELSE
-        NEW.embedding_status := 'pending';
-    END IF;
+    NEW.embedding_status := app.embedding_status_after_write(
+        TG_OP = 'INSERT', NEW.embedding_status, NEW.embedding IS NOT NULL);
     RETURN NEW;
 END;
 $$;
@@ -142,9 +142,8 @@ BEGIN
     RETURN QUERY
     WITH q AS (
         UPDATE app.questions x
-        SET embedding_status = CASE WHEN x.embedding_status IN ('ready', 'stale')
-                                         AND x.embedding IS NOT NULL
-                                    THEN 'stale' ELSE 'pending' END
+        SET embedding_status = app.embedding_status_after_write(
+                false, x.embedding_status, x.embedding IS NOT NULL)
         WHERE x.deleted_at IS NULL
           AND (p_course_id IS NULL OR x.course_id = p_course_id)
           AND (x.embedding_status <> 'ready' OR x.embedding IS NULL
@@ -152,9 +151,8 @@ BEGIN
         RETURNING x.id
     ), c AS (
         UPDATE app.document_chunks x
-        SET embedding_status = CASE WHEN x.embedding_status IN ('ready', 'stale')
-                                         AND x.embedding IS NOT NULL
-                                    THEN 'stale' ELSE 'pending' END
+        SET embedding_status = app.embedding_status_after_write(
+                false, x.embedding_status, x.embedding IS NOT NULL)
         FROM app.documents d
         WHERE d.id = x.document_id AND d.deleted_at IS NULL
           AND (p_course_id IS NULL OR d.course_id = p_course_id)
