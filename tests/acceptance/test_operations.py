@@ -14,23 +14,16 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 
+from tests.support.db import sql as _sql
 from tests.support.procs import ROOT, WorkerProcess, wait_for
 from worker.systemd import notify
 
 UNIT = ROOT / "deploy" / "pg-llm-worker.service"
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
 
 
 def _enqueue(dsn: str, kind: str, payload: str = "{}") -> int:

@@ -5,21 +5,11 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
+from tests.support.db import one as _one
+from tests.support.db import sql as _sql
 from tests.support.procs import WorkerProcess, wait_for
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
-
-
-def _one(dsn: str, query: str, params: Any = None) -> Any:
-    return next(iter(_sql(dsn, query, params)[0].values()))
 
 
 def _enqueue(dsn: str, kind: str, payload: str = "{}", max_attempts: int = 2) -> int:

@@ -11,9 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
+from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import DIM, cosine, responder, vector
 from worker.kinds import embedding
@@ -22,12 +22,6 @@ from worker.models.settings import ModelSettings
 from worker.registry import Registry
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
 
 
 def _course(dsn: str) -> int:

@@ -15,6 +15,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
+from tests.support.db import one as _one
+from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import responder, vector
 from worker.kinds import evidence, explanation
@@ -23,16 +25,6 @@ from worker.models.settings import ModelSettings
 from worker.registry import Registry
 
 CHOICES = ("철손이 증가한다", "동손이 증가한다", "효율이 최대가 된다", "역률이 0이 된다")
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
-
-
-def _one(dsn: str, query: str, params: Any = None) -> Any:
-    return next(iter(_sql(dsn, query, params)[0].values()))
 
 
 def _vec(text: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.support import fake_openai as fake
+from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from worker.kinds import weakness
 from worker.models.build import build_client
@@ -25,12 +25,6 @@ from worker.paths import PROMPTS_DIR
 from worker.registry import Registry
 
 KIND = weakness.KIND
-
-
-def _sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
 
 
 def _course(dsn: str, analysis: Any = None) -> int:

@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
+from tests.support.db import one, sql
 from tests.support.procs import WorkerProcess, wait_for
 from tests.support.vectors import vector
 
@@ -36,16 +37,6 @@ API_KEY = "sk-chaos-5b0d2e7f9a1c4e3b8d6f0a2c"
 # kinds whose success writes exactly one test_effects row in the claiming transaction
 EFFECT_KINDS = ("chaos.effect", "chaos.slow", "chaos.retry")
 PLUGINS = "tests.reliability.kinds"
-
-
-def sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        cur = conn.execute(query.encode(), params)
-        return cur.fetchall() if cur.description else []
-
-
-def one(dsn: str, query: str, params: Any = None) -> Any:
-    return next(iter(sql(dsn, query, params)[0].values()))
 
 
 def pid_of(worker_id: str) -> int:

@@ -11,17 +11,31 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 from worker import embedded
 from worker.db import check_pgvector, connect
 from worker.migrate import migrate
 
 SUPPORT = Path(__file__).resolve().parent
-_DROP = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+_DROP = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+def sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
+    """Run one statement on its own autocommit connection; the rows, if it returns any."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        cur = conn.execute(query.encode(), params)
+        return cur.fetchall() if cur.description else []
+
+
+def one(dsn: str, query: str, params: Any = None) -> Any:
+    """The first column of the first row."""
+    return next(iter(sql(dsn, query, params)[0].values()))
 
 
 def docker_available() -> bool:
@@ -67,18 +81,18 @@ def dsn_for(admin_dsn: str, dbname: str) -> str:
 
 def create_database(admin_dsn: str, name: str, template: str | None = None) -> str:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(_DROP.format(sql.Identifier(name)))
+        conn.execute(_DROP.format(pgsql.Identifier(name)))
         if template:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)))
+            conn.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                pgsql.Identifier(name), pgsql.Identifier(template)))
         else:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     return dsn_for(admin_dsn, name)
 
 
 def drop_database(admin_dsn: str, name: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(_DROP.format(sql.Identifier(name)))
+        conn.execute(_DROP.format(pgsql.Identifier(name)))
 
 
 def build_template(admin_dsn: str, name: str) -> None:
