@@ -69,7 +69,8 @@ class Executor:
         jobs: list[Job] = []
         lost: list[Job] = []
         finished: list[tuple[int, int | None, int, Outcome]] = []
-        for rec in sorted(recorded, key=lambda r: list(by_id).index(r["job_id"])):
+        order = {job_id: i for i, job_id in enumerate(by_id)}  # the claim's own order
+        for rec in sorted(recorded, key=lambda r: order[r["job_id"]]):
             row = by_id[rec["job_id"]]
             # the schema refuses a payload that is not an object; a row from before that
             # check must still fail alone instead of breaking the claim
