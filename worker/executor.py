@@ -23,10 +23,11 @@ from worker.job import Job, Outcome
 from worker.queries import q
 from worker.registry import JobKind
 from worker.retry import classify
+from worker.savepoints import ClaimConnection
 
 log = structlog.get_logger("worker.executor")
 
-Conn = psycopg.AsyncConnection[dict[str, Any]]
+Conn = ClaimConnection
 
 
 class Executor:
@@ -127,14 +128,23 @@ class Executor:
         assert kind.handler is not None
         started = time.monotonic()
         log.debug("job_started", job_id=job.id, kind=job.kind, attempt=job.attempt)
+        # the job's savepoint opens with the handler's first use of the connection
+        # (worker/savepoints.py): a handler that writes nothing costs no round trip
+        conn.arm_savepoint()
         try:
-            async with conn.transaction():
-                result = await asyncio.wait_for(kind.handler(conn, job), kind.timeout)
+            async with asyncio.timeout(kind.timeout):
+                result = await kind.handler(conn, job)
+            await conn.close_savepoint(rollback=False)
             outcome = Outcome.completed(result)
         except (psycopg.OperationalError, psycopg.InterfaceError):
+            conn.disarm()
             raise
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
+            await conn.close_savepoint(rollback=True)
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
+        except BaseException:
+            conn.disarm()
+            raise
         await self._after(conn, kind, job, outcome, started)
         return outcome
 
@@ -146,8 +156,8 @@ class Executor:
         started = time.monotonic()
         results: dict[int, dict[str, Any] | BaseException | None]
         try:
-            async with conn.transaction():
-                results = await asyncio.wait_for(kind.batch_handler(conn, jobs), kind.timeout)
+            async with conn.transaction(), asyncio.timeout(kind.timeout):
+                results = await kind.batch_handler(conn, jobs)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except Exception as exc:  # one failure for the batch: each job records it
@@ -178,8 +188,11 @@ class Executor:
                               error=str(exc))
         seconds = time.monotonic() - started
         metrics.job_finished(job.kind, outcome.outcome, seconds)
-        event = "job_completed" if outcome.status == "completed" else f"job_{outcome.outcome}"
-        log.info(event, job_id=job.id, kind=job.kind, attempt=job.attempt,
+        if outcome.status == "completed":
+            log.info("job_completed", job_id=job.id, kind=job.kind, attempt=job.attempt,
+                     outcome=outcome.outcome, duration_ms=round(seconds * 1000, 1))
+            return
+        log.info(f"job_{outcome.outcome}", job_id=job.id, kind=job.kind, attempt=job.attempt,
                  outcome=outcome.outcome, duration_ms=round(seconds * 1000, 1),
                  error_code=outcome.error_code, error_message=outcome.error_message,
                  retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)
@@ -217,6 +230,7 @@ class Executor:
         await conn.commit()
 
     async def _abandon(self, conn: Conn, jobs: list[Job], *, count_attempts: bool) -> None:
+        conn.disarm()
         attempt_ids = [job.attempt_id for job in jobs if job.attempt_id is not None]
         try:
             if not count_attempts:

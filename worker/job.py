@@ -6,15 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 Status = Literal["pending", "completed", "failed", "skipped"]
 
 
-class Job(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Job:
     """One claimed job: its row plus the number of this attempt."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: int
     kind: str
@@ -31,7 +28,7 @@ class Job(BaseModel):
         return self.attempt >= self.max_attempts
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What finish_jobs writes for one job. `pending` means retry after `retry_in` seconds."""
 

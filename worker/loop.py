@@ -24,6 +24,7 @@ from worker.errors import OwnershipLost
 from worker.executor import Conn, Executor
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
+from worker.savepoints import ClaimConnection
 from worker.systemd import notify, watchdog, watchdog_interval
 
 log = structlog.get_logger("worker.loop")
@@ -99,7 +100,7 @@ class Worker:
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.dsn,
-            connection_class=psycopg.AsyncConnection[dict[str, Any]],
+            connection_class=ClaimConnection,
             min_size=max(slots_total, 1),
             max_size=max(slots_total, 1),
             kwargs={"application_name": app_name, "options": options,

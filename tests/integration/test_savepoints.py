@@ -1,0 +1,115 @@
+"""Job savepoints opened on first use (worker/savepoints.py): a handler that never talks to
+the server costs no round trip, and every handler that does is isolated exactly as before."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.test_worker import AConn, _fetch, _registry
+from tests.support.inproc import running_worker, until
+from worker.errors import FinalFailure
+from worker.job import Job
+from worker.registry import JobKind
+from worker.savepoints import ClaimConnection
+
+
+async def _effect(conn: AConn, job: Job) -> None:
+    await conn.execute(b"INSERT INTO test_effects (job_id, attempt, worker_pid, note) "
+                       b"VALUES (%s, %s, 0, %s)", (job.id, job.attempt, job.subject))
+
+
+async def _mixed(conn: AConn, job: Job) -> dict[str, Any]:
+    """One claim, every way a handler can use (or not use) its connection."""
+    how = job.subject
+    if how == "idle":
+        return {"touched": False}
+    if how == "writes":
+        await _effect(conn, job)
+    elif how == "writes_then_fails":
+        await _effect(conn, job)
+        raise FinalFailure("bad_input", "wrote, then failed")
+    elif how == "nested_then_fails":
+        async with conn.transaction():  # psycopg's own savepoint, inside the job's
+            await _effect(conn, job)
+        raise FinalFailure("bad_input", "nested block committed, then failed")
+    elif how == "swallows_sql_error":
+        await _effect(conn, job)
+        try:
+            await conn.execute(b"SELECT 1 / 0")
+        except psycopg.errors.DivisionByZero:
+            pass  # returns "successfully" with the transaction aborted
+    elif how == "pipeline":
+        async with conn.pipeline():
+            await _effect(conn, job)
+    elif how == "idle_fails":
+        raise FinalFailure("bad_input", "failed without touching the connection")
+    return {"touched": True}
+
+
+def test_every_handler_shape_is_isolated_in_one_claim(dsn: str) -> None:
+    shapes = ["idle", "writes", "writes_then_fails", "nested_then_fails",
+              "swallows_sql_error", "pipeline", "idle_fails"]
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            async with conn.transaction():  # one transaction, so one claim takes them all
+                for shape in shapes:
+                    await conn.execute(
+                        b"SELECT queue.enqueue('sp', %s, '{}'::jsonb, p_max_attempts => 1)",
+                        (shape,))
+        async with running_worker(dsn, _registry(JobKind("sp", _mixed, batch_size=20))):
+            await until(lambda: _none_pending(dsn), message="claim finished")
+        jobs = {r["subject"]: r for r in await _fetch(
+            dsn, "SELECT subject, status, error_code, result, attempts FROM queue.jobs "
+                 "WHERE kind = 'sp'")}
+        effects = sorted(r["note"] for r in await _fetch(dsn, "SELECT note FROM test_effects"))
+        assert effects == ["pipeline", "writes"]
+        assert {s: r["status"] for s, r in jobs.items()} == {
+            "idle": "completed", "writes": "completed", "writes_then_fails": "failed",
+            "nested_then_fails": "failed", "swallows_sql_error": "failed",
+            "pipeline": "completed", "idle_fails": "failed"}
+        assert jobs["idle"]["result"] == {"touched": False}
+        assert jobs["swallows_sql_error"]["error_code"] is not None
+        assert all(r["attempts"] == 1 for r in jobs.values())
+        attempts = await _fetch(dsn, "SELECT count(*) AS n FROM queue.attempts "
+                                     "WHERE finished_at IS NULL")
+        assert attempts[0]["n"] == 0
+
+    async def _none_pending(dsn: str) -> bool:
+        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE status = 'pending'")
+        return bool(rows[0]["n"] == 0)
+
+    asyncio.run(main())
+
+
+def test_no_savepoint_is_sent_for_a_handler_that_never_uses_the_connection(dsn: str) -> None:
+    async def main() -> None:
+        async with await ClaimConnection.connect(dsn) as conn:
+            await conn.execute(b"SELECT 1")  # the claim's transaction is open
+            conn.arm_savepoint()
+            await conn.close_savepoint(rollback=False)
+            # nothing was opened, so there is nothing to roll back to
+            with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+                await conn.execute(b"ROLLBACK TO SAVEPOINT worker_job")
+            await conn.rollback()
+
+            await conn.execute(b"CREATE TEMP TABLE t (x int)")
+            await conn.execute(b"INSERT INTO t VALUES (1)")
+            conn.arm_savepoint()
+            await conn.execute(b"INSERT INTO t VALUES (2)")  # opens the savepoint first
+            await conn.close_savepoint(rollback=True)
+            cur = await conn.execute(b"SELECT array_agg(x ORDER BY x) FROM t")
+            assert await cur.fetchone() == ([1],)  # the claim's own earlier write stays
+
+            # disarmed (as on an abandoned claim), nothing is opened by the next query
+            conn.arm_savepoint()
+            conn.disarm()
+            await conn.execute(b"SELECT 1")
+            with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+                await conn.execute(b"RELEASE SAVEPOINT worker_job")
+
+    asyncio.run(main())
