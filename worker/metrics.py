@@ -33,9 +33,17 @@ OLDEST_PENDING = Gauge("worker_queue_oldest_pending_seconds",
                        "Age of the oldest due pending job", ["kind"])
 
 
+_job_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def job_finished(kind: str, outcome: str, seconds: float) -> None:
-    JOBS.labels(kind, outcome).inc()
-    JOB_SECONDS.labels(kind).observe(seconds)
+    # labels() takes a lock and builds a key on every call; a job's pair is looked up once
+    children = _job_children.get((kind, outcome))
+    if children is None:
+        children = _job_children[kind, outcome] = (JOBS.labels(kind, outcome),
+                                                     JOB_SECONDS.labels(kind))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def model_called(kind: str, backend: str, model: str, seconds: float, gate: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import random
 from datetime import UTC, datetime
 
@@ -107,10 +109,43 @@ def test_registry_applies_overrides_and_rejects_unknown_kinds() -> None:
         ("host=db password=hunter2 dbname=app", "hunter2"),
         ("key sk-proj-abcdefghijklmnop used", "abcdefghijklmnop"),
         ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+        ("HOST=db PASSWORD='hunter 2'", "hunter 2"),
+        ("authorization: BEARER abc.def.ghi", "abc.def.ghi"),
     ],
 )
 def test_log_masking_hides_credentials(text: str, secret: str) -> None:
     assert secret not in logs.mask(text)
+    assert logs.mask("job 12 of kind embedding completed") == "job 12 of kind embedding completed"
+
+
+class _Stream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_log_lines_of_one_loop_step_are_written_together_and_in_order() -> None:
+    stream = _Stream()
+    writer = logs.LineWriter(stream)
+
+    async def main() -> None:
+        for i in range(50):  # one step of the loop: nothing awaited in between
+            writer.msg(f"line {i}")
+        assert stream.getvalue() == ""  # not yet: written right after this step
+        await asyncio.sleep(0)
+        assert stream.writes == 1
+        writer.msg("next step")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(50)] + ["next step"]
+    assert stream.writes == 2
+    writer.msg("outside a loop")  # the CLI: written at once
+    assert stream.getvalue().endswith("outside a loop\n") and stream.writes == 3
 
 
 def test_changed_input_reruns_at_once_even_on_the_last_attempt() -> None:
