@@ -237,3 +237,21 @@ def test_recording_a_claims_attempts_twice_counts_them_once(dsn: str) -> None:
         assert rows == {"n": 1}
     finally:
         claim.close()
+
+
+def test_deleting_jobs_deletes_their_attempts_and_nothing_else(dsn: str) -> None:
+    """Attempts have no foreign key to jobs (it made every claim create a MultiXact); the
+    statement trigger of migration 0009 deletes them with their jobs, as the cascade did."""
+    with _connect(dsn) as conn:
+        gone = conn.execute("SELECT queue.enqueue('k', 'gone') AS id").fetchone()["id"]
+        kept = conn.execute("SELECT queue.enqueue('k', 'kept') AS id").fetchone()["id"]
+    claim = Claim(dsn, "k")
+    claim.close()  # one attempt each, released by nobody: both stay open
+    with _connect(dsn) as conn:
+        before = conn.execute("SELECT count(*) AS n FROM queue.attempts "
+                              "WHERE job_id = ANY(%s)", ([gone, kept],)).fetchone()
+        assert before == {"n": 2}
+        conn.execute("DELETE FROM queue.jobs WHERE id = %s", (gone,))
+        left = conn.execute("SELECT job_id FROM queue.attempts WHERE job_id = ANY(%s)",
+                            ([gone, kept],)).fetchall()
+        assert left == [{"job_id": kept}]
