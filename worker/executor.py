@@ -215,19 +215,25 @@ class Executor:
             "results": [None if o.result is None else Jsonb(o.result) for *_, o in finished],
             "worker_id": self._worker_id,
         }
-        cur = await conn.execute(q("finish_jobs"), params)
-        counts = await cur.fetchone()
-        expected_attempts = sum(1 for _, attempt_id, _, _ in finished if attempt_id is not None)
-        if counts is None or counts["jobs"] != len(finished) or (
-            counts["attempts"] != expected_attempts
-        ):
+        params["expected_attempts"] = sum(
+            1 for _, attempt_id, _, _ in finished if attempt_id is not None)
+        # one round trip: the outcomes, the released attempts and the COMMIT. finish_jobs
+        # raises (SQLSTATE LW001) when the claim lost a job or an attempt, and the COMMIT
+        # behind it then rolls the whole claim back
+        try:
+            async with conn.pipeline():
+                await conn.execute(q("finish_jobs"), params)
+                if released:
+                    await conn.execute(q("release_attempts"), {"attempt_ids": released})
+                await conn.commit()
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise
             await conn.rollback()
-            raise OwnershipLost(
-                f"claim no longer owns its jobs ({counts}); rolled back, nothing written"
-            )
-        if released:
-            await conn.execute(q("release_attempts"), {"attempt_ids": released})
-        await conn.commit()
+            if exc.sqlstate == "LW001":
+                raise OwnershipLost(
+                    f"{exc.diag.message_primary}; rolled back, nothing written") from None
+            raise
 
     async def _abandon(self, conn: Conn, jobs: list[Job], *, count_attempts: bool) -> None:
         conn.disarm()

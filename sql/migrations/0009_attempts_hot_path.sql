@@ -29,3 +29,16 @@ CREATE TRIGGER jobs_delete_attempts
 -- error) changes no indexed column and can be a HOT update.
 DROP INDEX queue.attempts_job;
 DROP INDEX queue.attempts_open;
+
+-- The ownership fence of finish_jobs, raised inside the statement so the worker can send the
+-- COMMIT in the same round trip: if the claim no longer owns every job and attempt it is
+-- finishing, the statement fails, the transaction is aborted and its COMMIT rolls back.
+CREATE FUNCTION queue.claim_lost(jobs int, expected_jobs int, attempts int,
+                                 expected_attempts int) RETURNS int
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'claim no longer owns its jobs: % of % jobs, % of % attempts still its own',
+        jobs, expected_jobs, attempts, expected_attempts
+        USING ERRCODE = 'LW001', HINT = 'nothing of this claim was written';
+END;
+$$;

@@ -51,7 +51,9 @@ LEFT JOIN earlier ON earlier.job_id = j.id;
 -- name: finish_jobs
 -- Write every claimed job's outcome in the claiming transaction, right before COMMIT.
 -- Ownership fence: a job row is changed only while still pending, an attempt row only when
--- this very transaction claimed it; the caller checks both counts and rolls back otherwise.
+-- this very transaction claimed it; if either count falls short the statement raises
+-- (queue.claim_lost, SQLSTATE LW001), so the COMMIT sent behind it in the same round trip
+-- rolls everything back.
 -- Attempts of these jobs left open by workers that died are closed as worker_lost.
 WITH o AS (
     SELECT *
@@ -93,10 +95,18 @@ WITH o AS (
     WHERE a.job_id = o.job_id AND a.finished_at IS NULL
       AND a.claim_xid <> pg_current_xact_id()
     RETURNING a.id
+), counts AS (
+    SELECT (SELECT count(*) FROM done)::int AS jobs,
+           (SELECT count(*) FROM att)::int AS attempts,
+           (SELECT count(*) FROM lost)::int AS lost
 )
-SELECT (SELECT count(*) FROM done)::int AS jobs,
-       (SELECT count(*) FROM att)::int AS attempts,
-       (SELECT count(*) FROM lost)::int AS lost;
+SELECT c.jobs, c.attempts, c.lost,
+       CASE WHEN c.jobs = cardinality(%(job_ids)s::bigint[])
+                 AND c.attempts = %(expected_attempts)s::int THEN 0
+            ELSE queue.claim_lost(c.jobs, cardinality(%(job_ids)s::bigint[]), c.attempts,
+                                  %(expected_attempts)s::int)
+       END AS fence
+FROM counts c;
 
 -- name: release_attempts
 -- Graceful shutdown: the claiming transaction was rolled back before its handlers finished,

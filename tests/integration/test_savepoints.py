@@ -113,3 +113,45 @@ def test_no_savepoint_is_sent_for_a_handler_that_never_uses_the_connection(dsn: 
                 await conn.execute(b"RELEASE SAVEPOINT worker_job")
 
     asyncio.run(main())
+
+
+def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
+    """The ownership fence travels with the COMMIT: finish_jobs raises (LW001) when an attempt
+    is no longer the claim's own, and the COMMIT pipelined behind it rolls everything back."""
+    runs: list[int] = []
+
+    async def handler(conn: AConn, job: Job) -> dict[str, Any]:
+        await _effect(conn, job)
+        runs.append(job.id)
+        if len(runs) == 1:
+            # someone else closes this attempt while the claim still runs
+            await _fetch(dsn, "UPDATE queue.attempts SET finished_at = now(), "
+                              "outcome = 'released' WHERE id = %s RETURNING id",
+                         (job.attempt_id,))
+        return {"attempt": job.attempt}
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(b"SELECT queue.enqueue('lost', 's', '{}'::jsonb, "
+                               b"p_max_attempts => 3)")
+        async with running_worker(dsn, _registry(JobKind("lost", handler))):
+            await until(lambda: _none_pending(dsn), message="job finished")
+        [job] = await _fetch(dsn, "SELECT id, status, result FROM queue.jobs "
+                                  "WHERE kind = 'lost'")
+        # the first claim's write and outcome were rolled back; a later claim finished it
+        # (the released attempt does not count, so the next one is numbered 1 again)
+        assert job["status"] == "completed"
+        effects = await _fetch(dsn, "SELECT count(*) AS n FROM test_effects WHERE job_id = %s",
+                               (job["id"],))
+        assert effects == [{"n": 1}]
+        outcomes = await _fetch(dsn, "SELECT outcome FROM queue.attempts WHERE job_id = %s "
+                                     "ORDER BY id", (job["id"],))
+        assert [o["outcome"] for o in outcomes] == ["released", "completed"]
+        assert len(runs) == 2
+
+    async def _none_pending(dsn: str) -> bool:
+        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE kind = 'lost' "
+                                 "AND status = 'pending'")
+        return bool(rows[0]["n"] == 0)
+
+    asyncio.run(main())
