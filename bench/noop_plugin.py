@@ -9,6 +9,6 @@ from worker.registry import Conn, registry
 KIND = "bench.noop"
 
 
-@registry.kind(KIND, batch_size=50, concurrency=2)
+@registry.kind(KIND, batch_size=100, concurrency=3)
 async def noop(conn: Conn, job: Job) -> None:
     """Does nothing; the pipeline around it (claim, attempt, savepoint, finish) is the load."""

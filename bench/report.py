@@ -26,7 +26,8 @@ QUEUE_NAMES = {
     ("pgqueuer", "c10"): "pgqueuer c10 (batch 5, max 10 tasks)",
     ("procrastinate", "default"): "procrastinate default (concurrency 1)",
     ("procrastinate", "c10"): "procrastinate c10 (concurrency 10)",
-    ("ours", "short"): "**ours short (batch 50, concurrency 2)** — recommended for short jobs",
+    ("ours", "short"): "**ours short (batch 100, concurrency 3)** — recommended for short jobs",
+    ("ours", "bulk"): "ours bulk (batch 200, concurrency 3): handlers that write nothing",
     ("ours", "default"): "ours default (batch 1, concurrency 1): one commit per job",
     ("ours", "c10"): "ours c10 (batch 1, concurrency 10)",
 }

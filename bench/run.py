@@ -33,7 +33,7 @@ SCENARIOS = ("drain", "latency", "profile", "gate", "triggers", "memory", "embed
 # (adapter, drain configs, latency config), peers first, as in the shared harness
 QUEUES = (("pgqueuer_q", "default,c10", "default"),
           ("procrastinate_q", "default,c10", "default"),
-          ("ours", "short,default,c10", "short"))
+          ("ours", "short,bulk,default,c10", "short"))
 
 
 def sizes(quick: bool) -> dict[str, Any]:

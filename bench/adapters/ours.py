@@ -1,7 +1,8 @@
 """Adapter for our worker (pg-llm-worker) in the shared harness's form (see _template.py).
 
 The no-op job runs the whole pipeline: claim with SKIP LOCKED, attempt row on the bookkeeping
-connection, a savepoint per job, the ownership-fenced finish and COMMIT in the claiming
+connection, the job's savepoint armed (it opens only if the handler uses the connection,
+which the no-op does not), the ownership-fenced finish and COMMIT in the claiming
 transaction. Logs are the production JSON lines at level info, written to .bench/logs/.
 """
 
@@ -29,10 +30,13 @@ PENDING_SQL = "SELECT count(*) FROM queue.jobs WHERE status = 'pending'"
 LISTEN_NOTIFY = ("yes: statement-level trigger on queue.jobs NOTIFYs channel queue_jobs with "
                  "the kind; one LISTEN connection wakes the kind's slots; 1 s poll fallback")
 # `short` is what docs/operations.md (Tuning) recommends for many short jobs: many jobs per
-# claim (one durable commit for the batch) and two claims in flight. `default` is the
-# library default, one job per claim: one durable commit per job. `c10` overlaps ten of those.
+# claim (one durable commit for the batch) and three claims in flight. `bulk` is the same
+# with 200 jobs per claim, for handlers that write nothing of their own (no savepoint, no
+# subtransaction; see Tuning). `default` is the library default, one job per claim: one
+# durable commit per job. `c10` overlaps ten of those.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "short": {"batch_size": 50, "concurrency": 2},
+    "short": {"batch_size": 100, "concurrency": 3},
+    "bulk": {"batch_size": 200, "concurrency": 3},
     "default": {"batch_size": 1, "concurrency": 1},
     "c10": {"batch_size": 1, "concurrency": 10},
 }
