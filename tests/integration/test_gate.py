@@ -101,6 +101,51 @@ def test_capacity_one_never_overlaps_inside_the_model(fake: fo.FakeOpenAI) -> No
     assert sum(1 for w in waits if w > 0) >= 4
 
 
+def test_the_gate_covers_only_the_exchange_with_the_server(fake: fo.FakeOpenAI) -> None:
+    """HTTP backends hold the gate in their transport (worker/models/wire.py): building the
+    request and parsing the reply happen outside it, so the model is not kept idle by them."""
+    fake.script(fo.chat_json({"answer": 3}, delay=0.2))
+    gate = Gate("local-model", 1)
+    seen: dict[str, int] = {}
+
+    class Watching(OpenAIChat):
+        def request_body(self, messages: Any, output: Any) -> Any:
+            seen["building"] = gate.in_use
+            return super().request_body(messages, output)
+
+        def _reply(self, completion: Any) -> Any:
+            seen["parsing"] = gate.in_use
+            return super()._reply(completion)
+
+    async def main() -> None:
+        client = ModelClient(chat=Watching(make_client(fake.base_url, None), "m", "prompt"),
+                             chat_gate=gate, timeout_for=lambda kind: 10.0)
+        try:
+            call = asyncio.create_task(client.complete(REQUEST, CTX))
+            assert await until(lambda: len(fake.requests) == 1)
+            seen["at_the_server"] = gate.in_use
+            result = await call
+            assert result.value.answer == 3 and result.latency_ms >= 200
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert seen == {"building": 0, "at_the_server": 1, "parsing": 0}
+    assert gate.in_use == 0
+
+
+def test_with_a_proxy_in_the_environment_the_gate_covers_the_whole_call(
+    fake: fo.FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx sends through its own proxy transport then, past ours: the gate goes back
+    around the whole SDK call instead of being silently skipped."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    chat = OpenAIChat(make_client(fake.base_url, None), "m", "prompt")
+    assert chat.gates_on_the_wire is False
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert OpenAIChat(make_client(fake.base_url, None), "m", "prompt").gates_on_the_wire
+
+
 def test_capacity_two_lets_two_in_at_once(fake: fo.FakeOpenAI) -> None:
     # each reply is held until two requests are in flight, which only capacity 2 allows
     for i in range(2):

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from worker import metrics
 from worker.errors import ConfigError
-from worker.models import structured
+from worker.models import structured, wire
 from worker.models.accounting import Accountant, CallRecord, Outcome
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.gate import Gate
@@ -131,12 +131,26 @@ class ModelClient:
 
     @contextlib.asynccontextmanager
     async def _trip(
-        self, gate: Gate, record: _Recorder, deadline: float, backend: str
+        self, gate: Gate, record: _Recorder, deadline: float, backend: str,
+        on_the_wire: bool = False,
     ) -> AsyncIterator[_Trip]:
         """One round trip inside the gate, bounded by `deadline` seconds once inside (the
-        wait at the gate does not count); a failed one is recorded, then re-raised."""
+        wait at the gate does not count); a failed one is recorded, then re-raised.
+        `on_the_wire`: the backend's HTTP transport holds the gate itself, only while the
+        request is at the server (worker/models/wire.py)."""
         trip = _Trip()
         try:
+            if on_the_wire:
+                hold = wire.WireHold(gate, deadline, trip)
+                token = wire.HOLD.set(hold)
+                try:
+                    yield trip
+                finally:
+                    wire.HOLD.reset(token)
+                if not hold.used:
+                    raise ConfigError(f"a {backend} call reached the server without passing "
+                                      f"its gate {gate.name!r}")
+                return
             async with gate.hold() as ticket:
                 trip.wait_ms = ticket.wait_ms
                 started = time.monotonic()
@@ -175,7 +189,8 @@ class ModelClient:
         usage, latency_ms, wait_ms = Usage(), 0.0, 0.0
         for round_ in (1, 2):
             record = _chat_recorder(ctx, chat, self.chat_gate.name, round_)
-            async with self._trip(self.chat_gate, record, timeout, chat.backend) as trip:
+            async with self._trip(self.chat_gate, record, timeout, chat.backend,
+                                  getattr(chat, "gates_on_the_wire", False)) as trip:
                 reply = await chat.chat(
                     messages, request.output, max_tokens=request.max_tokens,
                     temperature=request.temperature,
@@ -224,7 +239,8 @@ class ModelClient:
         vectors: list[list[float]] = []
         usage, latency_ms, wait_ms, model = Usage(), 0.0, 0.0, embedder.model
         for start in range(0, len(texts), self.embed_batch_size):
-            async with self._trip(self.embed_gate, record, limit, embedder.backend) as trip:
+            async with self._trip(self.embed_gate, record, limit, embedder.backend,
+                                  getattr(embedder, "gates_on_the_wire", False)) as trip:
                 got, model, used = await embedder.embed(
                     texts[start : start + self.embed_batch_size], role
                 )

@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, SecretStr
 
-from worker.models import structured
+from worker.models import structured, wire
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.types import JsonMode, Message, RawReply, Usage
 
@@ -28,7 +28,7 @@ _NO_KEY = "not-needed"
 def make_client(
     base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
 ) -> AsyncOpenAI:
-    return AsyncOpenAI(
+    return wire.gated_client(
         base_url=base_url,
         api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
         # the per-call deadline is the caller's asyncio.timeout; this only bounds each
@@ -114,6 +114,7 @@ class OpenAIChat:
     ) -> None:
         self.client = client
         self.model = model
+        self.gates_on_the_wire = wire.is_gated(client)
         self.json_mode = json_mode
         self.token_field = token_field
 
@@ -194,6 +195,7 @@ class OpenAIEmbedder:
         send_input_type: bool = False,
     ) -> None:
         self.client = client
+        self.gates_on_the_wire = wire.is_gated(client)
         self.model = model
         # sent only when set: most servers other than OpenAI's reject the field
         self.dimensions = dimensions
