@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -120,6 +121,22 @@ def run_once(admin_dsn: str, base_url: str, n: int, concurrency: int,
             "call_latency_ms_max": round(calls[5], 3)}
 
 
+async def bare_client(base_url: str, n: int) -> float:
+    """Seconds for n chat calls one after another from a bare httpx client (no SDK, no
+    queue, no gate) to the same fake server: what the server and HTTP alone cost."""
+    import httpx2
+
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "job"}],
+            "max_tokens": 20}
+    async with httpx2.AsyncClient(base_url=base_url) as http:
+        for _ in range(5):  # warm the connection
+            (await http.post("/chat/completions", json=body)).json()
+        started = time.perf_counter()
+        for _ in range(n):
+            (await http.post("/chat/completions", json=body)).json()
+        return time.perf_counter() - started
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +146,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {"n": args.n, "delay_s": args.delay, "gate_capacity": 1,
                                "floor_s": args.n * args.delay, "configs": {}}
     try:
+        bare = [asyncio.run(bare_client(base_url, args.n)) for _ in range(args.runs)]
+        results["bare_client"] = {
+            "total_s": summarize(bare),
+            "overhead_pct": summarize([(b / results["floor_s"] - 1) * 100 for b in bare])}
+        print(f"  [bare httpx client] {args.n} calls in {statistics.median(bare):.3f} s: "
+              f"+{(statistics.median(bare) / results['floor_s'] - 1) * 100:.2f} % over the "
+              "floor", flush=True)
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             runs = []
             for _ in range(args.runs):

@@ -140,6 +140,13 @@ def gate_block(results: Path) -> str:
                     f"{mmm(s['per_call_overhead_ms'], '{:.2f}')} | "
                     f"{mmm(s['call_latency_ms_p50'], '{:.1f}')} | "
                     f"{mmm(s['gate_busy_pct'], '{:.1f}')} |")
+    bare = []
+    if "bare_client" in g:
+        b = g["bare_client"]
+        bare = [f"| bare httpx client, calls one after another (no SDK, queue or gate) | "
+                f"{mmm(b['total_s'], '{:.2f}')} | {mmm(b['overhead_pct'], '{:.2f}')} | "
+                f"{b['total_s']['median'] * 1000 / g['n'] - g['delay_s'] * 1000:.2f} | "
+                f"{DASH} | {DASH} |"]
     return "\n".join([
         f"{g['n']} jobs of a real job kind, each one `ModelClient.complete` through "
         f"`build_client(...)` (gate capacity {g['gate_capacity']}, accounting on) to the fake "
@@ -147,7 +154,7 @@ def gate_block(results: Path) -> str:
         f"{g['floor_s']:.0f} s. Total = enqueue COMMIT → last job's `completed_at`.", "",
         "| kind concurrency | total s | over the floor % | overhead per call ms "
         "| call latency p50 ms (inside the gate) | gate busy % |",
-        "|---|---|---|---|---|---|", *rows,
+        "|---|---|---|---|---|---|", *rows, *bare,
         "", f"The fake server's own time per call (request parsed → reply sent, the "
         f"{g['delay_s'] * 1000:.0f} ms sleep included): p50 "
         f"{g.get('fake_server_ms', {}).get('p50', float('nan')):.2f} ms, p99 "
@@ -313,7 +320,10 @@ def targets_block(results: Path) -> str:
         g = load(results / "gate.json")
         cfg = "c2" if "c2" in g["configs"] else next(iter(g["configs"]))
         over = g["configs"][cfg]["summary"]["overhead_pct"]["median"]
-        rows.append(f"| gate ≤ 3 % over the floor | {over:.2f} % (concurrency {cfg[1:]}) | "
+        bare = g.get("bare_client", {}).get("overhead_pct", {}).get("median")
+        also = (f"; a bare HTTP client against the same fake server: {bare:.2f} %"
+                if bare is not None else "")
+        rows.append(f"| gate ≤ 3 % over the floor | {over:.2f} % (concurrency {cfg[1:]}){also} | "
                     f"{verdict(over <= 3)} |")
     if (results / "triggers.json").exists():
         t = load(results / "triggers.json")
