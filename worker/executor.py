@@ -40,6 +40,7 @@ class Executor:
         retry_cap: float,
         stopping: Callable[[], bool],
         wake_later: Callable[[str, float], None] = lambda kind, delay: None,
+        claimed_full: Callable[[str], None] = lambda kind: None,
     ) -> None:
         self._pool = pool
         self._bookkeeper = bookkeeper
@@ -48,6 +49,7 @@ class Executor:
         self._retry_cap = retry_cap
         self._stopping = stopping
         self._wake_later = wake_later
+        self._claimed_full = claimed_full
 
     async def run_once(self, kind: JobKind) -> int:
         """Claim up to kind.batch_size due jobs and see them through; returns how many."""
@@ -59,6 +61,9 @@ class Executor:
             if not rows:
                 await conn.rollback()
                 return 0
+            if len(rows) >= kind.batch_size:
+                # there may be more: another slot of the kind claims while these run
+                self._claimed_full(kind.name)
             await self._run_claimed(conn, kind, rows)
             return len(rows)
 

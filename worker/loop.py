@@ -26,6 +26,7 @@ from worker.listener import Listener
 from worker.registry import JobKind, Registry
 from worker.savepoints import ClaimConnection
 from worker.systemd import notify, watchdog, watchdog_interval
+from worker.wakeup import SlotWaker
 
 log = structlog.get_logger("worker.loop")
 
@@ -44,7 +45,7 @@ class Worker:
         self.settings = settings
         self.dsn = dsn
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
-        self._wake: dict[str, asyncio.Event] = {}
+        self._wake: dict[str, SlotWaker] = {}
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -53,22 +54,21 @@ class Worker:
     # -- wake-ups ---------------------------------------------------------------------------
 
     def wake(self, kind: str | None) -> None:
-        """A NOTIFY for `kind` (or for everything, when None) arrived."""
+        """A NOTIFY for `kind` (or for every kind, when None) arrived: one idle slot of the
+        kind claims, and wakes the next only if its claim comes back full (wakeup.py)."""
         if kind is None:
-            for event in self._wake.values():
-                event.set()
+            for waker in self._wake.values():
+                waker.wake_one()
         elif kind in self._wake:
-            self._wake[kind].set()
+            self._wake[kind].wake_one()
 
     def wake_later(self, kind: str, delay: float) -> None:
         if delay < self.settings.poll_interval and kind in self._wake:
-            asyncio.get_running_loop().call_later(delay, self._wake[kind].set)
+            asyncio.get_running_loop().call_later(delay, self._wake[kind].wake_one)
 
-    async def _idle(self, event: asyncio.Event) -> None:
+    async def _idle(self, waker: SlotWaker) -> None:
         # jitter keeps many slots and workers from polling in lockstep
-        timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        await waker.wait(self.settings.poll_interval * random.uniform(0.8, 1.2))
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -79,7 +79,8 @@ class Worker:
         else:
             log.info("stop_requested", grace_s=self.settings.shutdown_grace)
         self._stopping.set()
-        self.wake(None)
+        for waker in self._wake.values():
+            waker.wake_all()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,7 +92,7 @@ class Worker:
         app_name = f"worker:{settings.worker_id}"
         options = session_options(settings)
         slots_total = sum(kind.concurrency for kind in self.kinds)
-        self._wake = {kind.name: asyncio.Event() for kind in self.kinds}
+        self._wake = {kind.name: SlotWaker() for kind in self.kinds}
         if not self.kinds:
             log.warning("no_job_kinds", hint="set WORKER_PLUGINS or install job kinds")
 
@@ -120,7 +121,8 @@ class Worker:
             await bookkeeper.register(settings.worker_id, [kind.name for kind in self.kinds])
             helpers.append(asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat"))
             executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
-                                settings.retry_cap, self._stopping.is_set, self.wake_later)
+                                settings.retry_cap, self._stopping.is_set, self.wake_later,
+                                lambda kind: self._wake[kind].wake_one())
             slots = [
                 asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
                 for kind in self.kinds
@@ -193,10 +195,10 @@ class Worker:
             await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _slot(self, executor: Executor, kind: JobKind) -> None:
-        event = self._wake[kind.name]
+        waker = self._wake[kind.name]
         failures = 0
         while not self._stopping.is_set():
-            event.clear()  # before the claim, so a NOTIFY during it is not lost
+            waker.claiming()  # a NOTIFY during the claim is owed to the next idle wait
             try:
                 claimed = await executor.run_once(kind)
                 failures = 0
@@ -213,5 +215,5 @@ class Worker:
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 continue
             if claimed == 0 and not self._stopping.is_set():
-                await self._idle(event)
+                await self._idle(waker)
 

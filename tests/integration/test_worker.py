@@ -77,6 +77,38 @@ def test_notify_wakes_an_idle_worker(dsn: str) -> None:
     asyncio.run(main())
 
 
+def test_a_notification_wakes_one_slot_and_a_full_claim_wakes_the_next(dsn: str) -> None:
+    """One NOTIFY for a burst wakes one slot; its claim comes back full, so it wakes another
+    slot before running its jobs, and the burst fans out over all three slots at once."""
+    started: list[tuple[str, float]] = []
+
+    async def slow(conn: AConn, job: Job) -> dict[str, Any]:
+        started.append((job.subject or "", asyncio.get_running_loop().time()))
+        await asyncio.sleep(0.5)
+        return {}
+
+    async def main() -> None:
+        kind = JobKind("fan", slow, batch_size=2, concurrency=3)
+        # the poll would take a minute: only notifications and the cascade can start them
+        async with running_worker(dsn, _registry(kind), poll_interval=60):
+            async with await _aconnect(dsn) as conn, conn.transaction():
+                for i in range(6):
+                    await conn.execute(b"SELECT queue.enqueue('fan', %s)", (f"burst{i}",))
+            await until(lambda: _pending(dsn, "fan", 0), within=10, message="burst done")
+            burst = sorted(t for s, t in started if s.startswith("burst"))
+            # three claims of two ran side by side (a claim runs its jobs one after the
+            # other): three jobs started at once, the other three one job's time later
+            assert len(burst) == 6
+            assert burst[2] - burst[0] < 0.3 and burst[5] - burst[0] < 0.8
+
+    async def _pending(dsn: str, kind: str, n: int) -> bool:
+        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE kind = %s "
+                                 "AND status = 'pending'", (kind,))
+        return bool(rows[0]["n"] == n) and len(started) > 0
+
+    asyncio.run(main())
+
+
 def test_a_job_inserted_without_notify_is_picked_up_by_polling(dsn: str) -> None:
     async def main() -> None:
         async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=0.3):

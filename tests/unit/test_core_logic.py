@@ -16,6 +16,7 @@ from worker.job import Job
 from worker.queries import parse, q
 from worker.registry import JobKind, Registry
 from worker.retry import MAX_MESSAGE, backoff, classify
+from worker.wakeup import SlotWaker
 
 
 def _job(attempt: int = 1, max_attempts: int = 3) -> Job:
@@ -153,3 +154,32 @@ def test_changed_input_reruns_at_once_even_on_the_last_attempt() -> None:
 
     outcome = classify(InputChanged("input_changed", "text edited"), _job(3, 3), base=2, cap=60)
     assert (outcome.status, outcome.outcome, outcome.retry_in) == ("pending", "superseded", 0.0)
+
+
+def test_a_wake_up_reaches_one_idle_slot_and_is_owed_when_none_is_idle() -> None:
+    async def main() -> None:
+        waker = SlotWaker()
+        slots = [asyncio.create_task(waker.wait(5)) for _ in range(3)]
+        await asyncio.sleep(0)  # all three idle
+        waker.wake_one()
+        await asyncio.sleep(0)
+        assert [t.done() for t in slots] == [True, False, False]  # the longest idle one
+        waker.wake_all()
+        await asyncio.sleep(0)
+        assert all(t.done() for t in slots)
+        # no idle slot: the wake-up is owed, and the next wait returns at once
+        waker.wake_one()
+        await asyncio.wait_for(waker.wait(5), 0.1)
+        # unless a claim started after it: that claim sees what the notification announced
+        waker.wake_one()
+        waker.claiming()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(waker.wait(5), 0.05)
+        # a wait that timed out leaves nothing behind for the next wake-up to hit
+        await waker.wait(0.01)
+        later = asyncio.create_task(waker.wait(5))
+        await asyncio.sleep(0)
+        waker.wake_one()
+        await asyncio.wait_for(later, 0.1)
+
+    asyncio.run(main())
