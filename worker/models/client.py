@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +18,7 @@ from worker.errors import ConfigError
 from worker.models import structured, wire
 from worker.models.accounting import Accountant, CallRecord, Outcome
 from worker.models.errors import ModelFinal, ModelRetryable
-from worker.models.gate import Gate
+from worker.models.gate import Gate, timed_hold
 from worker.models.types import (
     CallContext,
     CompletionRequest,
@@ -151,17 +150,11 @@ class ModelClient:
                     raise ConfigError(f"a {backend} call reached the server without passing "
                                       f"its gate {gate.name!r}")
                 return
-            async with gate.hold() as ticket:
-                trip.wait_ms = ticket.wait_ms
-                started = time.monotonic()
-                try:
-                    # on expiry the call is cancelled, and the backend returns only once the
-                    # work has stopped (HTTP connection closed, MLX generate returned), so
-                    # the gate is released after that
-                    async with asyncio.timeout(deadline):
-                        yield trip
-                finally:
-                    trip.latency_ms = (time.monotonic() - started) * 1000
+            # on expiry the call is cancelled, and the backend returns only once the work
+            # has stopped (HTTP connection closed, MLX generate returned), so the gate is
+            # released after that
+            async with timed_hold(gate, deadline, trip):
+                yield trip
         except TimeoutError as exc:
             await self._record(record(trip, "error", "timeout", None))
             raise ModelRetryable(

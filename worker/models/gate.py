@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import structlog
@@ -68,6 +68,28 @@ class Gate:
 
     async def aclose(self) -> None:
         """Nothing to close for an in-process gate."""
+
+
+class TripTiming(Protocol):
+    """Where a round trip's timing is written (the model client's record of the call)."""
+
+    wait_ms: float
+    latency_ms: float
+
+
+@contextlib.asynccontextmanager
+async def timed_hold(gate: Gate, deadline: float, timing: TripTiming) -> AsyncIterator[None]:
+    """One round trip inside `gate`: the wait to get in goes to timing.wait_ms, then the body
+    is bounded by `deadline` seconds (TimeoutError on expiry, once the body has unwound) and
+    its duration goes to timing.latency_ms. The gate is released after the body stopped."""
+    async with gate.hold() as ticket:
+        timing.wait_ms = ticket.wait_ms
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        finally:
+            timing.latency_ms = (time.monotonic() - started) * 1000
 
 
 def lock_class(name: str) -> int:

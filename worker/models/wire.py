@@ -14,22 +14,16 @@ slots, a cancelled call leaves it only once its connection is closed.
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from worker.models.gate import Gate
-
-
-class TripTiming(Protocol):
-    wait_ms: float
-    latency_ms: float
+from worker.models.gate import Gate, TripTiming, timed_hold
 
 
 @dataclass
@@ -59,23 +53,18 @@ class GatedTransport(httpx2.AsyncBaseTransport):
         if hold is None:
             return await self._inner.handle_async_request(request)
         hold.used = True
-        async with hold.gate.hold() as ticket:
-            hold.trip.wait_ms = ticket.wait_ms
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(hold.deadline):
-                    response = await self._inner.handle_async_request(request)
-                    try:
-                        await response.aread()  # the whole reply, inside the gate
-                    except BaseException:
-                        await response.aclose()
-                        raise
-            except TimeoutError:
-                # the SDK turns an httpx timeout into APITimeoutError, mapped to `timeout`
-                raise httpx2.ReadTimeout(
-                    f"no answer within {hold.deadline:g} s", request=request) from None
-            finally:
-                hold.trip.latency_ms = (time.monotonic() - started) * 1000
+        try:
+            async with timed_hold(hold.gate, hold.deadline, hold.trip):
+                response = await self._inner.handle_async_request(request)
+                try:
+                    await response.aread()  # the whole reply, inside the gate
+                except BaseException:
+                    await response.aclose()
+                    raise
+        except TimeoutError:
+            # the SDK turns an httpx timeout into APITimeoutError, mapped to `timeout`
+            raise httpx2.ReadTimeout(
+                f"no answer within {hold.deadline:g} s", request=request) from None
         # let a call that was waiting at the gate send its request before this one goes on
         # to parse its reply: the model gets its next request sooner
         await asyncio.sleep(0)
