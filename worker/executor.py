@@ -142,14 +142,10 @@ class Executor:
             await conn.close_savepoint(rollback=False)
             outcome = Outcome.completed(result)
         except (psycopg.OperationalError, psycopg.InterfaceError):
-            conn.disarm()
-            raise
+            raise  # the claim is abandoned (_abandon disarms the savepoint)
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
             await conn.close_savepoint(rollback=True)
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
-        except BaseException:
-            conn.disarm()
-            raise
         await self._after(conn, kind, job, outcome, started)
         return outcome
 
@@ -218,10 +214,10 @@ class Executor:
             "error_messages": [o.error_message for *_, o in finished],
             "retry_in": [o.retry_in for *_, o in finished],
             "results": [None if o.result is None else Jsonb(o.result) for *_, o in finished],
+            "expected_attempts": sum(1 for _, attempt_id, _, _ in finished
+                                     if attempt_id is not None),
             "worker_id": self._worker_id,
         }
-        params["expected_attempts"] = sum(
-            1 for _, attempt_id, _, _ in finished if attempt_id is not None)
         # one round trip: the outcomes, the released attempts and the COMMIT. finish_jobs
         # raises (SQLSTATE LW001) when the claim lost a job or an attempt, and the COMMIT
         # behind it then rolls the whole claim back
@@ -231,9 +227,9 @@ class Executor:
                 if released:
                     await conn.execute(q("release_attempts"), {"attempt_ids": released})
                 await conn.commit()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-                raise
             await conn.rollback()
             if exc.sqlstate == "LW001":
                 raise OwnershipLost(

@@ -122,7 +122,7 @@ class Worker:
             helpers.append(asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat"))
             executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
                                 settings.retry_cap, self._stopping.is_set, self.wake_later,
-                                lambda kind: self._wake[kind].wake_one())
+                                self.wake)
             slots = [
                 asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
                 for kind in self.kinds

@@ -97,14 +97,14 @@ WITH o AS (
     RETURNING a.id
 ), counts AS (
     SELECT (SELECT count(*) FROM done)::int AS jobs,
+           cardinality(%(job_ids)s::bigint[]) AS expected_jobs,
            (SELECT count(*) FROM att)::int AS attempts,
+           %(expected_attempts)s::int AS expected_attempts,
            (SELECT count(*) FROM lost)::int AS lost
 )
 SELECT c.jobs, c.attempts, c.lost,
-       CASE WHEN c.jobs = cardinality(%(job_ids)s::bigint[])
-                 AND c.attempts = %(expected_attempts)s::int THEN 0
-            ELSE queue.claim_lost(c.jobs, cardinality(%(job_ids)s::bigint[]), c.attempts,
-                                  %(expected_attempts)s::int)
+       CASE WHEN c.jobs = c.expected_jobs AND c.attempts = c.expected_attempts THEN 0
+            ELSE queue.claim_lost(c.jobs, c.expected_jobs, c.attempts, c.expected_attempts)
        END AS fence
 FROM counts c;
 
