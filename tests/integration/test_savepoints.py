@@ -9,17 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.test_worker import AConn, _fetch, _registry
+from tests.integration.test_worker import AConn, _effect, _fetch, _none_pending, _registry
 from tests.support.inproc import running_worker, until
 from worker.errors import FinalFailure
 from worker.job import Job
 from worker.registry import JobKind
 from worker.savepoints import ClaimConnection
-
-
-async def _effect(conn: AConn, job: Job) -> None:
-    await conn.execute(b"INSERT INTO test_effects (job_id, attempt, worker_pid, note) "
-                       b"VALUES (%s, %s, 0, %s)", (job.id, job.attempt, job.subject))
 
 
 async def _mixed(conn: AConn, job: Job) -> dict[str, Any]:
@@ -28,23 +23,23 @@ async def _mixed(conn: AConn, job: Job) -> dict[str, Any]:
     if how == "idle":
         return {"touched": False}
     if how == "writes":
-        await _effect(conn, job)
+        await _effect(conn, job, job.subject or "")
     elif how == "writes_then_fails":
-        await _effect(conn, job)
+        await _effect(conn, job, job.subject or "")
         raise FinalFailure("bad_input", "wrote, then failed")
     elif how == "nested_then_fails":
         async with conn.transaction():  # psycopg's own savepoint, inside the job's
-            await _effect(conn, job)
+            await _effect(conn, job, job.subject or "")
         raise FinalFailure("bad_input", "nested block committed, then failed")
     elif how == "swallows_sql_error":
-        await _effect(conn, job)
+        await _effect(conn, job, job.subject or "")
         try:
             await conn.execute(b"SELECT 1 / 0")
         except psycopg.errors.DivisionByZero:
             pass  # returns "successfully" with the transaction aborted
     elif how == "pipeline":
         async with conn.pipeline():
-            await _effect(conn, job)
+            await _effect(conn, job, job.subject or "")
     elif how == "idle_fails":
         raise FinalFailure("bad_input", "failed without touching the connection")
     return {"touched": True}
@@ -78,10 +73,6 @@ def test_every_handler_shape_is_isolated_in_one_claim(dsn: str) -> None:
         attempts = await _fetch(dsn, "SELECT count(*) AS n FROM queue.attempts "
                                      "WHERE finished_at IS NULL")
         assert attempts[0]["n"] == 0
-
-    async def _none_pending(dsn: str) -> bool:
-        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE status = 'pending'")
-        return bool(rows[0]["n"] == 0)
 
     asyncio.run(main())
 
@@ -121,7 +112,7 @@ def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
     runs: list[int] = []
 
     async def handler(conn: AConn, job: Job) -> dict[str, Any]:
-        await _effect(conn, job)
+        await _effect(conn, job, job.subject or "")
         runs.append(job.id)
         if len(runs) == 1:
             # someone else closes this attempt while the claim still runs
@@ -135,7 +126,7 @@ def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
             await conn.execute(b"SELECT queue.enqueue('lost', 's', '{}'::jsonb, "
                                b"p_max_attempts => 3)")
         async with running_worker(dsn, _registry(JobKind("lost", handler))):
-            await until(lambda: _none_pending(dsn), message="job finished")
+            await until(lambda: _none_pending(dsn, "lost"), message="job finished")
         [job] = await _fetch(dsn, "SELECT id, status, result FROM queue.jobs "
                                   "WHERE kind = 'lost'")
         # the first claim's write and outcome were rolled back; a later claim finished it
@@ -148,10 +139,5 @@ def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
                                      "ORDER BY id", (job["id"],))
         assert [o["outcome"] for o in outcomes] == ["released", "completed"]
         assert len(runs) == 2
-
-    async def _none_pending(dsn: str) -> bool:
-        rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE kind = 'lost' "
-                                 "AND status = 'pending'")
-        return bool(rows[0]["n"] == 0)
 
     asyncio.run(main())
