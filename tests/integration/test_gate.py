@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from openai import AsyncOpenAI
 from pydantic import BaseModel, SecretStr
 
 from tests.support import fake_openai as fo
@@ -36,6 +37,7 @@ from worker.models import (
     RawReply,
     Ticket,
     Usage,
+    wire,
 )
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
@@ -144,6 +146,30 @@ def test_with_a_proxy_in_the_environment_the_gate_covers_the_whole_call(
     assert chat.gates_on_the_wire is False
     monkeypatch.delenv("HTTPS_PROXY")
     assert OpenAIChat(make_client(fake.base_url, None), "m", "prompt").gates_on_the_wire
+
+
+def test_a_gated_backend_whose_request_skipped_the_transport_is_an_error(
+    fake: fo.FakeOpenAI,
+) -> None:
+    """The check behind the on-the-wire gate: a client marked gated whose request did not go
+    through GatedTransport (here: the SDK's default transport) fails the call loudly instead
+    of passing silently as if it had been gated."""
+    fake.script(fo.chat_json({"answer": 1}))
+
+    async def main() -> None:
+        sdk = AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+        wire._gated.add(sdk)  # marked gated, but its requests skip our transport
+        chat = OpenAIChat(sdk, "m", "prompt")
+        assert chat.gates_on_the_wire
+        client = ModelClient(chat=chat, chat_gate=Gate("g", 1), timeout_for=lambda kind: 10.0)
+        try:
+            with pytest.raises(ConfigError, match="without passing its gate 'g'"):
+                await client.complete(REQUEST, CTX)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert len(fake.requests) == 1
 
 
 def test_capacity_two_lets_two_in_at_once(fake: fo.FakeOpenAI) -> None:
