@@ -16,9 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.abc import PQGen
 
-_SAVEPOINT = b"SAVEPOINT worker_job"
-_RELEASE = b"RELEASE SAVEPOINT worker_job"
-_ROLLBACK = b"ROLLBACK TO SAVEPOINT worker_job"
+from worker.queries import q
 
 
 class ClaimConnection(psycopg.AsyncConnection[dict[str, Any]]):
@@ -44,13 +42,13 @@ class ClaimConnection(psycopg.AsyncConnection[dict[str, Any]]):
             return
         async with self.lock:
             if rollback:
-                await self.wait(self._exec_command(_ROLLBACK))
-            await self.wait(self._exec_command(_RELEASE))
+                await self.wait(self._exec_command(q("job_savepoint_rollback")))
+            await self.wait(self._exec_command(q("job_savepoint_release")))
         self._opened = False
 
     async def wait(self, gen: PQGen[Any], *args: Any, **kwargs: Any) -> Any:
         if self._armed:
             # flag first: from here on the savepoint may exist, and must be rolled back to
             self._armed, self._opened = False, True
-            await super().wait(self._exec_command(_SAVEPOINT))
+            await super().wait(self._exec_command(q("job_savepoint")))
         return await super().wait(gen, *args, **kwargs)

@@ -115,6 +115,17 @@ UPDATE queue.attempts
 SET finished_at = clock_timestamp(), outcome = 'released'
 WHERE id = ANY(%(attempt_ids)s::bigint[]) AND finished_at IS NULL;
 
+-- name: job_savepoint
+-- A job's savepoint in the claiming transaction, opened by the claim connection right
+-- before the handler's first exchange with the server (worker/savepoints.py).
+SAVEPOINT worker_job;
+
+-- name: job_savepoint_release
+RELEASE SAVEPOINT worker_job;
+
+-- name: job_savepoint_rollback
+ROLLBACK TO SAVEPOINT worker_job;
+
 -- name: bookkeeping_setup
 -- Attempt rows are committed without waiting for the WAL flush: they are visible at once,
 -- and the flush of the claim's own commit, which comes later, makes them durable too. Only a
