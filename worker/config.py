@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=30.0, gt=0)
 
     statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # how long a claim's statement waits for a row lock the application holds (its domain
+    # write-backs): past it only that job fails `db_conflict` and is retried; 0 = no limit
+    lock_timeout_ms: int = Field(default=5_000, ge=0)
     # must exceed the longest job timeout: it is the backstop for a worker that hangs
     # while its claiming transaction is open
     idle_in_tx_timeout_ms: int = Field(default=300_000, ge=0)

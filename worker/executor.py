@@ -7,6 +7,7 @@ transaction; each job runs in a savepoint so one failure does not sink the other
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +17,9 @@ import structlog
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from worker import metrics
+from worker import dberrors, metrics
 from worker.attempts import Bookkeeper
-from worker.errors import JobError, OwnershipLost
+from worker.errors import FinalFailure, JobError, OwnershipLost
 from worker.job import Job, Outcome
 from worker.queries import q
 from worker.registry import JobKind
@@ -26,6 +27,23 @@ from worker.retry import classify
 from worker.savepoints import ClaimConnection
 
 log = structlog.get_logger("worker.executor")
+
+
+
+def decode_payload(text: str) -> dict[str, Any]:
+    """A claimed job's payload as a dict; FinalFailure(bad_payload) when it cannot be one.
+    Decoded per job, not by the driver for the whole claim, so a payload that cannot be
+    decoded (nested past the parser's recursion limit, a row from before the schema's
+    checks) fails alone instead of stopping its kind."""
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FinalFailure("bad_payload",
+                           f"the payload cannot be decoded: {type(exc).__name__}") from None
+    if not isinstance(payload, dict):
+        raise FinalFailure("bad_payload",
+                           f"the payload is a JSON {type(payload).__name__}, not an object")
+    return payload
 
 Conn = ClaimConnection
 
@@ -74,21 +92,27 @@ class Executor:
         )
         jobs: list[Job] = []
         lost: list[Job] = []
+        refused: list[tuple[Job, FinalFailure]] = []
         finished: list[tuple[int, int | None, int, Outcome]] = []
         order = {job_id: i for i, job_id in enumerate(by_id)}  # the claim's own order
         for rec in sorted(recorded, key=lambda r: order[r["job_id"]]):
             row = by_id[rec["job_id"]]
-            # the schema refuses a payload that is not an object; a row from before that
-            # check must still fail alone instead of breaking the claim
-            payload = row["payload"] if isinstance(row["payload"], dict) else {
-                "_invalid_payload": row["payload"]}
+            try:
+                payload, bad = decode_payload(row["payload"]), None
+            except FinalFailure as exc:
+                payload, bad = {}, exc
             job = Job(
                 id=row["id"], kind=row["kind"], subject=row["subject"],
                 payload=payload, priority=row["priority"],
                 max_attempts=row["max_attempts"], created_at=row["created_at"],
                 attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"],
             )
-            (jobs if rec["attempt_id"] is not None else lost).append(job)
+            if rec["attempt_id"] is None:
+                lost.append(job)
+            elif bad is not None:
+                refused.append((job, bad))
+            else:
+                jobs.append(job)
         for job in lost:
             # every allowed attempt was started and none finished: each took its worker
             # down (killed, or its connection lost) before it could record an outcome
@@ -97,6 +121,10 @@ class Executor:
                               "(killed or disconnected) before finishing")
             await self._after(conn, kind, job, outcome, time.monotonic())
             finished.append((job.id, None, job.attempt, outcome))
+        for job, refusal in refused:
+            outcome = classify(refusal, job, self._retry_base, self._retry_cap)
+            await self._after(conn, kind, job, outcome, time.monotonic())
+            finished.append((job.id, job.attempt_id, job.attempt, outcome))
 
         released: list[int] = []
         try:
@@ -141,9 +169,11 @@ class Executor:
                 result = await kind.handler(conn, job)
             await conn.close_savepoint(rollback=False)
             outcome = Outcome.completed(result)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise  # the claim is abandoned (_abandon disarms the savepoint)
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
+            if dberrors.connection_lost(conn, exc):
+                raise  # the claim is abandoned (_abandon disarms the savepoint)
+            # a deadlock or lock timeout of this job is this job's failure: its savepoint
+            # rolls back and the other jobs of the claim go on
             await conn.close_savepoint(rollback=True)
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
         await self._after(conn, kind, job, outcome, started)
@@ -159,9 +189,9 @@ class Executor:
         try:
             async with conn.transaction(), asyncio.timeout(kind.timeout):
                 results = await kind.batch_handler(conn, jobs)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise
         except Exception as exc:  # one failure for the batch: each job records it
+            if dberrors.connection_lost(conn, exc):
+                raise
             results = {job.id: exc for job in jobs}
         outcomes = []
         for job in jobs:
@@ -182,9 +212,9 @@ class Executor:
             try:
                 async with conn.transaction():
                     await kind.on_final_failure(conn, job, outcome)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
             except Exception as exc:  # the job's own outcome is still recorded
+                if dberrors.connection_lost(conn, exc):
+                    raise
                 log.exception("on_final_failure_failed", job_id=job.id, kind=job.kind,
                               error=str(exc))
         seconds = time.monotonic() - started

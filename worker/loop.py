@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.config import Settings
-from worker.errors import OwnershipLost
+from worker.errors import ConfigError, OwnershipLost
 from worker.executor import Conn, Executor
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
@@ -40,11 +40,36 @@ def session_options(settings: Settings) -> str:
     )
 
 
+def claim_options(settings: Settings) -> str:
+    """A claim's session also bounds its lock waits: a row the application holds costs the
+    job that writes it `lock_timeout`, not the statement timeout, and not its batch-mates."""
+    return f"{session_options(settings)} -c lock_timeout={settings.lock_timeout_ms}"
+
+
+def check_timeouts(settings: Settings, kinds: list[JobKind]) -> None:
+    """Refuse settings that contradict each other, before anything runs."""
+    idle_ms = settings.idle_in_tx_timeout_ms
+    for kind in kinds:
+        if idle_ms and kind.timeout * 1000 >= idle_ms:
+            # the server would end the claim mid-job: the model is paid for, the job redone
+            raise ConfigError(
+                f"job kind {kind.name!r} may run {kind.timeout:g} s, but "
+                f"WORKER_IDLE_IN_TX_TIMEOUT_MS={idle_ms} ends a claim idle that long; "
+                "raise WORKER_IDLE_IN_TX_TIMEOUT_MS above the longest job timeout")
+    statement_ms, lock_ms = settings.statement_timeout_ms, settings.lock_timeout_ms
+    if statement_ms and lock_ms >= statement_ms:
+        raise ConfigError(
+            f"WORKER_LOCK_TIMEOUT_MS={lock_ms} must be below WORKER_STATEMENT_TIMEOUT_MS="
+            f"{statement_ms}, so a row lock held by the application fails one job's write "
+            "instead of timing out the statement")
+
+
 class Worker:
     def __init__(self, settings: Settings, dsn: str, registry: Registry) -> None:
         self.settings = settings
         self.dsn = dsn
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
+        check_timeouts(settings, self.kinds)
         self._wake: dict[str, SlotWaker] = {}
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -104,7 +129,7 @@ class Worker:
             connection_class=ClaimConnection,
             min_size=max(slots_total, 1),
             max_size=max(slots_total, 1),
-            kwargs={"application_name": app_name, "options": options,
+            kwargs={"application_name": app_name, "options": claim_options(settings),
                     "row_factory": psycopg.rows.dict_row},
             configure=configure,
             open=False,

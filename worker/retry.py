@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import random
 
+import psycopg
+
+from worker import dberrors
 from worker.errors import FinalFailure, InputChanged, JobError, RetryLater, SkipJob
 from worker.job import Job, Outcome
 from worker.textsafe import storable, storable_tree
@@ -46,6 +49,9 @@ def _classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
         return Outcome("failed", "failed", exc.code, _clip(exc.message))
     if isinstance(exc, JobError):
         code, message = exc.code, exc.message
+    elif isinstance(exc, psycopg.OperationalError):
+        # a deadlock, lock timeout or cancelled statement of this job on a healthy connection
+        code, message = dberrors.error_code(exc), dberrors.describe(exc)
     elif isinstance(exc, TimeoutError):
         code, message = "timeout", "the job ran past its timeout"
     else:

@@ -3,9 +3,10 @@
 
 -- name: claim_jobs
 -- Lock due pending jobs of one kind for the claiming transaction. The transaction stays
--- open while the handlers run, and its xid identifies the owner in queue.attempts.
-SELECT j.id, j.kind, j.subject, j.payload, j.priority, j.max_attempts, j.created_at,
-       pg_current_xact_id()::text AS claim_xid
+-- open while the handlers run, and its xid identifies the owner in queue.attempts. The
+-- payload comes as text: the executor decodes each job's alone (executor.decode_payload).
+SELECT j.id, j.kind, j.subject, j.payload::text AS payload, j.priority, j.max_attempts,
+       j.created_at, pg_current_xact_id()::text AS claim_xid
 FROM queue.jobs j
 WHERE j.kind = %(kind)s
   AND j.status = 'pending'

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
 from tests.support.db import sql as _sql
@@ -286,3 +287,121 @@ def test_e5_roles_embed_questions_as_queries_and_chunks_as_passages(dsn: str, mo
     assert bodies[1]["input"] == [_embedding_text("변압기 효율 조건")]
     assert _sql(dsn, "SELECT embedding_status FROM app.questions WHERE id = %s", (qid,)) == [
         {"embedding_status": "ready"}]
+
+
+# -- lock contention with the application ---------------------------------------------------
+
+async def _app_conn(dsn: str) -> psycopg.AsyncConnection[dict[str, Any]]:
+    """An application session that holds its row locks until the test commits."""
+    return await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row)
+
+
+async def _claim_waits_on_a_lock(dsn: str) -> bool:
+    rows = await asyncio.to_thread(
+        _sql, dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'worker:%%' "
+                   "AND wait_event_type = 'Lock'")
+    return bool(rows)
+
+
+def _job_rows(dsn: str, qids: list[int]) -> list[dict[str, Any]]:
+    return [_sql(dsn, "SELECT status, attempts, error_code FROM queue.jobs "
+                      "WHERE subject = %s ORDER BY id DESC LIMIT 1", (f"question:{q}",))[0]
+            for q in qids]
+
+
+async def _completed(dsn: str, qids: list[int]) -> bool:
+    rows = await asyncio.to_thread(_job_rows, dsn, qids)
+    return all(r["status"] == "completed" for r in rows)
+
+
+def test_a_row_the_app_holds_fails_only_its_own_job(dsn: str, model: Any) -> None:
+    """The application holds a lock on question 2 of 3: the claim's write of it times out on
+    lock_timeout; question 2's job alone is retried (`db_conflict`), 1 and 3 are written."""
+    course = _course(dsn)
+    qids = [_question(dsn, course, f"{i}번 문제: 변압기의 손실은?") for i in range(3)]
+
+    async def main() -> None:
+        app = await _app_conn(dsn)
+        await app.execute(b"UPDATE app.questions SET subject = 'lock' WHERE id = %s", (qids[1],))
+        async with embedding_worker(dsn, model, statement_timeout_ms=4000,
+                                    lock_timeout_ms=300, retry_base=30, retry_cap=30,
+                                    concurrency={"embedding": 1}):  # one claim of three
+            await until(lambda: _completed(dsn, [qids[0], qids[2]]), within=15,
+                        message="the uncontended rows written")
+            assert _job_rows(dsn, qids) == [
+                {"status": "completed", "attempts": 1, "error_code": None},
+                {"status": "pending", "attempts": 1, "error_code": "db_conflict"},
+                {"status": "completed", "attempts": 1, "error_code": None}]
+            await app.rollback()
+            await app.close()
+            await _sql_async(dsn, "UPDATE queue.jobs SET run_at = now() WHERE status = 'pending'")
+            await until(lambda: _completed(dsn, qids), message="the contended row written")
+        assert [r["attempts"] for r in _job_rows(dsn, qids)] == [1, 2, 1]
+
+    asyncio.run(main())
+    assert {r["embedding_status"] for r in _sql(
+        dsn, "SELECT embedding_status FROM app.questions WHERE id = ANY(%s)", (qids,))} == {
+        "ready"}
+
+
+def test_a_deadlock_with_the_app_fails_only_the_deadlocked_job(dsn: str, model: Any) -> None:
+    """The app locks question 3, the claim writes 1 and 2 and waits on 3, the app then asks
+    for 1: the server breaks the deadlock in the claim. Only question 3's job is retried."""
+    course = _course(dsn)
+    qids = [_question(dsn, course, f"{i}번 문제: 전동기의 속도는?") for i in range(3)]
+
+    async def main() -> None:
+        app = await _app_conn(dsn)
+        # the claim, not the app, is the one that detects the deadlock (superuser setting)
+        await app.execute(b"SET deadlock_timeout = '20s'")
+        await app.execute(b"UPDATE app.questions SET subject = 'lock' WHERE id = %s", (qids[2],))
+        async with embedding_worker(dsn, model, lock_timeout_ms=20_000,
+                                    retry_base=30, retry_cap=30,
+                                    concurrency={"embedding": 1}):  # one claim of three
+            await until(lambda: _claim_waits_on_a_lock(dsn), message="the claim waits on 3")
+            # blocks until the claim commits; the claim meanwhile hits the deadlock
+            app_write = asyncio.create_task(app.execute(
+                b"UPDATE app.questions SET subject = 'lock' WHERE id = %s", (qids[0],)))
+            await until(lambda: _completed(dsn, qids[:2]), within=15,
+                        message="questions 1 and 2 written")
+            await app_write
+            await app.commit()
+            await app.close()
+            assert _job_rows(dsn, qids)[2] == {
+                "status": "pending", "attempts": 1, "error_code": "db_conflict"}
+            await _sql_async(dsn, "UPDATE queue.jobs SET run_at = now() WHERE status = 'pending'")
+            await until(lambda: _completed(dsn, qids), message="question 3 written")
+
+    asyncio.run(main())
+
+
+def test_a_final_failure_hook_does_not_wait_out_the_statement_timeout(dsn: str, model: Any
+                                                                      ) -> None:
+    """A job that fails for good marks its row failed; if the app holds that row, the hook
+    gives up after lock_timeout and the job's outcome is still recorded, with the batch."""
+    course = _course(dsn)
+    good = _question(dsn, course, "정상 문제")
+    doc = _sql(dsn, "INSERT INTO app.documents (course_id, title) VALUES (%s, 'd') RETURNING id",
+               (course,))[0]["id"]
+    empty = _sql(dsn, "INSERT INTO app.document_chunks (document_id, chunk_index, content) "
+                      "VALUES (%s, 0, '   ') RETURNING id", (doc,))[0]["id"]
+
+    async def main() -> None:
+        app = await _app_conn(dsn)
+        await app.execute(b"UPDATE app.document_chunks SET chunk_index = 0 WHERE id = %s",
+                          (empty,))
+        async with embedding_worker(dsn, model, statement_timeout_ms=20_000,
+                                    lock_timeout_ms=300, concurrency={"embedding": 1}):
+            await until(lambda: _all_finished(dsn), within=10, message="both jobs finished")
+        await app.rollback()
+        await app.close()
+
+    asyncio.run(main())
+    outcome = {r["subject"]: (r["status"], r["attempts"], r["error_code"]) for r in _sql(
+        dsn, "SELECT subject, status, attempts, error_code FROM queue.jobs")}
+    assert outcome == {f"question:{good}": ("completed", 1, None),
+                       f"chunk:{empty}": ("failed", 1, "bad_input")}
+
+
+async def _sql_async(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(_sql, dsn, query, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -267,16 +268,17 @@ def test_a_completion_that_lost_its_claim_writes_nothing(dsn: str) -> None:
 
 
 def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
-    """idle_in_transaction_session_timeout is the backstop for a wedged handler."""
+    """idle_in_transaction_session_timeout is the backstop for a wedged handler, one that
+    blocks the event loop so that even the job's own timeout cannot stop it."""
 
     async def handler(conn: AConn, job: Job) -> None:
         if job.attempt == 1:
-            await asyncio.sleep(3)  # holds the claim idle past the server's limit
+            time.sleep(3)  # noqa: ASYNC251 - a wedged handler holds the claim idle
         await _effect(conn, job, f"attempt {job.attempt}")
 
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", handler, concurrency=2)),
-                                  idle_in_tx_timeout_ms=500):
+        kind = JobKind("k", handler, concurrency=2, timeout=0.4)
+        async with running_worker(dsn, _registry(kind), idle_in_tx_timeout_ms=500):
             job = await _enqueue(dsn, "k", "s", max_attempts=3)
             await until(lambda: _status(dsn, job, "completed"), message="completed after kill")
         assert [e["note"] for e in await _effects(dsn, job)] == ["attempt 2"]
@@ -312,5 +314,29 @@ def test_a_job_of_a_kind_no_live_worker_runs_fails_with_a_clear_code(dsn: str) -
         assert jobs[0]["done"] is True
         # a stopped worker leaves the registry
         assert await _fetch(dsn, "SELECT * FROM queue.workers") == []
+
+    asyncio.run(main())
+
+
+def test_a_payload_nested_too_deep_to_decode_fails_alone(dsn: str) -> None:
+    """Valid jsonb that the worker's JSON parser cannot decode (nested past its recursion
+    limit) ends that job `bad_payload`; the rest of its claim and its kind go on."""
+    deep = '{"a": ' + "[" * 3000 + "]" * 3000 + "}"
+
+    async def main() -> None:
+        async with await _aconnect(dsn) as conn:
+            # a row from before the schema bounded payloads
+            await conn.execute(b"ALTER TABLE queue.jobs DROP CONSTRAINT IF EXISTS payload_bounded")
+            await conn.execute(b"INSERT INTO queue.jobs (kind, subject, payload) "
+                               b"VALUES ('k', 'deep', %s::jsonb)", (deep,))
+        good = [await _enqueue(dsn, "k", f"s{i}") for i in range(3)]
+        async with running_worker(dsn, _registry(JobKind("k", _ok, batch_size=10))):
+            await until(lambda: _none_pending(dsn), within=10, message="all jobs finished")
+        rows = await _fetch(dsn, "SELECT subject, status, error_code, error_message "
+                                 "FROM queue.jobs ORDER BY id")
+        assert [(r["subject"], r["status"], r["error_code"]) for r in rows] == [
+            ("deep", "failed", "bad_payload"), *[(f"s{i}", "completed", None) for i in range(3)]]
+        assert "cannot be decoded" in rows[0]["error_message"]
+        assert [len(await _effects(dsn, job)) for job in good] == [1, 1, 1]
 
     asyncio.run(main())

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from worker.dberrors import connection_lost
 from worker.errors import FinalFailure, InputChanged, JobError, SkipJob
 from worker.job import Job, Outcome
 from worker.models.client import ModelClient
@@ -90,7 +91,8 @@ class Embeddings:
             if group:
                 got = await self._embed([text for _, text, _, _ in group], group[0][0], role)
                 vectors.update(zip([job.id for job, *_ in group], got, strict=True))
-        for job, text, text_md5, cut in todo:
+        # rows are written in key order, so two writers of the same rows never deadlock
+        for job, text, text_md5, cut in sorted(todo, key=lambda t: targets[t[0].id]):
             vector, model = vectors[job.id]
             if isinstance(vector, BaseException):
                 results[job.id] = vector
@@ -132,6 +134,12 @@ class Embeddings:
                 written = cur.rowcount == 1
         except psycopg.errors.DataException as exc:
             return FinalFailure("bad_vector", f"the vector does not fit the column: {exc}")
+        except psycopg.Error as exc:
+            if connection_lost(conn, exc):
+                raise
+            # e.g. a row lock the application holds past lock_timeout, or a deadlock: this
+            # row's job fails (db_conflict, retried) and the rest of the batch is written
+            return exc
         if written:
             return {"source": source, "id": row_id, "dimensions": len(vector), **info}
         cur = await conn.execute(q("embedding_inputs"), {
