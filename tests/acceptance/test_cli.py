@@ -137,3 +137,18 @@ def test_status_shows_the_occupancy_of_a_cross_process_gate(dsn: str) -> None:
     assert "model gate mac-mini-mlx: 1/1 slots in use" in held.stdout
     free = _cli("status", env=env)
     assert "model gate mac-mini-mlx: 0/1 slots in use" in free.stdout
+
+
+@pytest.mark.parametrize(("variables", "says"), [
+    # a job may run 120 s but the server ends a claim idle for 1 s: paid twice, worker_lost
+    ({"WORKER_IDLE_IN_TX_TIMEOUT_MS": "1000"}, "WORKER_IDLE_IN_TX_TIMEOUT_MS=1000"),
+    ({"WORKER_LOCK_TIMEOUT_MS": "30000"}, "WORKER_LOCK_TIMEOUT_MS=30000 must be below"),
+])
+def test_settings_that_contradict_each_other_are_refused_at_start_up(
+        dsn: str, variables: dict[str, str], says: str) -> None:
+    env = {"DATABASE_URL": dsn, "WORKER_PLUGINS": "tests.support.kinds", "WORKER_KINDS": "",
+           **variables}
+    result = _cli("run", env=env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
