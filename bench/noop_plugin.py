@@ -4,11 +4,15 @@ the shared registry, so the real `python -m worker run` process can be loaded wi
 from __future__ import annotations
 
 from worker.job import Job
-from worker.registry import Conn, registry
+from worker.registry import Conn, JobKind, Registry
 
 KIND = "bench.noop"
 
 
-@registry.kind(KIND, batch_size=100, concurrency=3)
 async def noop(conn: Conn, job: Job) -> None:
     """Does nothing; the pipeline around it (claim, attempt, savepoint, finish) is the load."""
+
+
+def register(registry: Registry) -> None:
+    """WORKER_PLUGINS entry point: add this module's kinds to a worker's registry."""
+    registry.register(JobKind(KIND, noop, batch_size=100, concurrency=3))

@@ -57,21 +57,6 @@ class Registry:
         self._kinds[kind.name] = kind
         return kind
 
-    def kind(
-        self, name: str, *, batch_size: int = 1, concurrency: int = 1, timeout: float = 60.0
-    ) -> Callable[[Handler], Handler]:
-        """Decorator form of register()."""
-
-        def wrap(handler: Handler) -> Handler:
-            self.register(JobKind(name, handler, batch_size=batch_size,
-                                  concurrency=concurrency, timeout=timeout))
-            return handler
-
-        return wrap
-
-    def get(self, name: str) -> JobKind:
-        return self._kinds[name]
-
     def names(self) -> list[str]:
         return sorted(self._kinds)
 
@@ -95,13 +80,14 @@ class Registry:
         ]
 
 
-registry = Registry()
-
-
-def load_plugins(modules: list[str]) -> None:
-    """Import modules that register job kinds on the shared registry."""
+def load_plugins(modules: list[str], registry: Registry) -> None:
+    """Import each plugin module and let it add its kinds: `register(registry)`."""
     for module in modules:
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(f"cannot import plugin module {module!r}: {exc}") from exc
+        register = getattr(imported, "register", None)
+        if not callable(register):
+            raise ConfigError(f"plugin module {module!r} has no register(registry) function")
+        register(registry)

@@ -22,8 +22,9 @@ async def assembled_worker(settings: Settings, dsn: str,
                            registry: Registry | None = None) -> AsyncIterator[Worker]:
     """A Worker with the built-in kinds WORKER_KINDS selects and the plugins' kinds. The
     embedding model's dimension is checked against the database column first."""
-    registry = registry or kinds.builtin_registry()
-    load_plugins(settings.plugins)
+    # each assembly has a registry of its own, so a process can build a worker twice
+    registry = registry or Registry()
+    load_plugins(settings.plugins, registry)
     enabled = kinds.enabled_kinds(settings.kinds)
     model_settings = load_model_settings()
     with connect(dsn) as conn:

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 
 from worker.errors import FinalFailure, RetryLater
 from worker.job import Job
-from worker.registry import registry
+from worker.registry import JobKind, Registry
 
 Conn = AsyncConnection[dict[str, Any]]
 
@@ -23,14 +23,11 @@ async def _effect(conn: Conn, job: Job, note: str) -> None:
     await conn.execute(EFFECT, (job.id, job.attempt, os.getpid(), note))
 
 
-@registry.kind("chaos.effect", batch_size=int(os.environ.get("CHAOS_EFFECT_BATCH", "10")),
-               concurrency=2)
 async def effect(conn: Conn, job: Job) -> dict[str, Any]:
     await _effect(conn, job, "effect")
     return {"attempt": job.attempt}
 
 
-@registry.kind("chaos.slow", concurrency=2, timeout=60)
 async def slow(conn: Conn, job: Job) -> dict[str, Any]:
     seconds = float(job.payload.get("seconds", 0.5))
     await asyncio.sleep(seconds)
@@ -38,7 +35,6 @@ async def slow(conn: Conn, job: Job) -> dict[str, Any]:
     return {"slept": seconds}
 
 
-@registry.kind("chaos.retry")
 async def retry(conn: Conn, job: Job) -> dict[str, Any]:
     """Fails (retryably) until attempt `succeed_on`; `final` fails for good at once (with
     error_code `code`, default chaos_final). The
@@ -50,3 +46,12 @@ async def retry(conn: Conn, job: Job) -> dict[str, Any]:
     if job.attempt < int(job.payload.get("succeed_on", 2)):
         raise RetryLater("chaos_retry", f"attempt {job.attempt} fails on purpose", delay=0.05)
     return {"attempt": job.attempt}
+
+
+def register(registry: Registry) -> None:
+    """WORKER_PLUGINS entry point: add this module's kinds to a worker's registry."""
+    registry.register(JobKind(
+        "chaos.effect", effect, batch_size=int(os.environ.get("CHAOS_EFFECT_BATCH", "10")),
+        concurrency=2))
+    registry.register(JobKind("chaos.slow", slow, concurrency=2, timeout=60))
+    registry.register(JobKind("chaos.retry", retry))

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from worker.errors import FinalFailure, RetryLater
 from worker.job import Job
-from worker.registry import registry
+from worker.registry import JobKind, Registry
 
 Conn = AsyncConnection[dict[str, Any]]
 
@@ -38,14 +38,11 @@ async def _mark_started(conn: Conn, job: Job) -> None:
         )
 
 
-@registry.kind("test.effect", batch_size=int(os.environ.get("TEST_EFFECT_BATCH", "20")),
-               concurrency=int(os.environ.get("TEST_EFFECT_CONCURRENCY", "2")))
 async def effect(conn: Conn, job: Job) -> dict[str, Any]:
     await _effect(conn, job)
     return {"ok": True}
 
 
-@registry.kind("test.slow", concurrency=2, timeout=120)
 async def slow(conn: Conn, job: Job) -> dict[str, Any]:
     await _mark_started(conn, job)
     await asyncio.sleep(float(job.payload.get("seconds", 1.0)))
@@ -53,13 +50,11 @@ async def slow(conn: Conn, job: Job) -> dict[str, Any]:
     return {"slept": job.payload.get("seconds", 1.0)}
 
 
-@registry.kind("test.poison")
 async def poison(conn: Conn, job: Job) -> None:
     await _mark_started(conn, job)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@registry.kind("test.flaky")
 async def flaky(conn: Conn, job: Job) -> None:
     await _effect(conn, job, "flaky")
     if job.payload.get("final"):
@@ -67,8 +62,18 @@ async def flaky(conn: Conn, job: Job) -> None:
     raise RetryLater("upstream_busy", "try again", delay=float(job.payload.get("delay", 0)))
 
 
-@registry.kind("test.wedge")
 async def wedge(conn: Conn, job: Job) -> None:
     await _mark_started(conn, job)
     # blocks the whole event loop, as a CPU-bound or blocking call in a handler would
     time.sleep(float(job.payload.get("seconds", 2.0)))  # noqa: ASYNC251 - the point of the test
+
+
+def register(registry: Registry) -> None:
+    """WORKER_PLUGINS entry point: add this module's kinds to a worker's registry."""
+    registry.register(JobKind(
+        "test.effect", effect, batch_size=int(os.environ.get("TEST_EFFECT_BATCH", "20")),
+        concurrency=int(os.environ.get("TEST_EFFECT_CONCURRENCY", "2"))))
+    registry.register(JobKind("test.slow", slow, concurrency=2, timeout=120))
+    registry.register(JobKind("test.poison", poison))
+    registry.register(JobKind("test.flaky", flaky))
+    registry.register(JobKind("test.wedge", wedge))

@@ -16,16 +16,11 @@ from worker.models.build import check_embedding_dimension, vector_column_dimensi
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.settings import ModelSettings
-from worker.registry import Registry, registry
+from worker.registry import Registry
 
 log = structlog.get_logger("worker.kinds")
 
 BUILTIN = (embedding.KIND, explanation.KIND, weakness.KIND)
-
-
-def builtin_registry() -> Registry:
-    """The shared registry: plugins register on it, and so do the built-in kinds."""
-    return registry
 
 
 def enabled_kinds(selected: list[str] | None) -> list[str]:
