@@ -77,7 +77,11 @@ class Executor:
             )
             rows = await cur.fetchall()
             if not rows:
+                cur = await conn.execute(q("next_due"), {"kind": kind.name})
+                due = await cur.fetchone()
                 await conn.rollback()
+                if due is not None and due["seconds"] is not None:
+                    self._wake_later(kind.name, due["seconds"])
                 return 0
             if len(rows) >= kind.batch_size:
                 # there may be more: another slot of the kind claims while these run

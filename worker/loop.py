@@ -71,6 +71,7 @@ class Worker:
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
         check_timeouts(settings, self.kinds)
         self._wake: dict[str, SlotWaker] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
         self.ready = asyncio.Event()
@@ -88,8 +89,17 @@ class Worker:
             self._wake[kind].wake_one()
 
     def wake_later(self, kind: str, delay: float) -> None:
-        if delay < self.settings.poll_interval and kind in self._wake:
-            asyncio.get_running_loop().call_later(delay, self._wake[kind].wake_one)
+        """Wake a slot of `kind` in `delay` seconds (a scheduled job or a retry falls due),
+        unless the poll or an earlier wake-up of the kind comes first: the claim that wakes
+        then finds nothing due yet looks up the next due time again (Executor.run_once)."""
+        if delay >= self.settings.poll_interval or kind not in self._wake:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        pending = self._timers.get(kind)
+        if pending is not None and not pending.cancelled() and pending.when() <= when:
+            return
+        self._timers[kind] = loop.call_at(when, self._wake[kind].wake_one)
 
     async def _idle(self, waker: SlotWaker) -> None:
         # jitter keeps many slots and workers from polling in lockstep

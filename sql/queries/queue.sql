@@ -15,6 +15,14 @@ ORDER BY j.priority DESC, j.run_at, j.id
 LIMIT %(limit)s
 FOR NO KEY UPDATE OF j SKIP LOCKED;
 
+-- name: next_due
+-- After a claim found nothing due: seconds until the kind's next scheduled job (a future
+-- run_at given to queue.enqueue, a retry's backoff), so the worker wakes for it then
+-- instead of at its next poll. NULL when nothing is scheduled.
+SELECT extract(epoch FROM min(j.run_at) - now())::float8 AS seconds
+FROM queue.jobs j
+WHERE j.kind = %(kind)s AND j.status = 'pending' AND j.run_at > now();
+
 -- name: record_attempts
 -- Runs on the bookkeeping connection (its own transaction, committed before any handler
 -- starts). Counts earlier attempts, except those released on a graceful shutdown and those

@@ -340,3 +340,20 @@ def test_a_payload_nested_too_deep_to_decode_fails_alone(dsn: str) -> None:
         assert [len(await _effects(dsn, job)) for job in good] == [1, 1, 1]
 
     asyncio.run(main())
+
+
+def test_a_job_scheduled_for_later_runs_when_due_not_at_the_next_poll(dsn: str) -> None:
+    """Its NOTIFY fired at insert, when it was not due: the empty claim that woke looks up
+    when it falls due and wakes a slot then. The poll is a minute away."""
+
+    async def main() -> None:
+        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60):
+            rows = await _fetch(dsn, "SELECT queue.enqueue('k', 'later', '{}', "
+                                     "p_run_at => now() + interval '1.5 seconds') AS id")
+            job = int(rows[0]["id"])
+            await until(lambda: _status(dsn, job, "completed"), within=15,
+                        message="the scheduled job ran")
+        row = await _job(dsn, job)
+        assert row["started_at"] >= row["run_at"]
+
+    asyncio.run(main())
