@@ -206,6 +206,24 @@ def test_bulk_requeue_filters_and_takes_the_latest_failure_per_subject(conn: Con
     }).fetchone()["jobs"] == 0
 
 
+def test_bulk_requeue_inside_a_savepoint_counts_the_jobs_it_enqueued(dsn: str) -> None:
+    """Inside a subtransaction the new rows carry the subtransaction's xid, not the top-level
+    one; the count must not depend on which."""
+    with _connect(dsn) as conn:
+        for subject in ("a", "b"):
+            _fail(conn, conn.execute("SELECT queue.enqueue('k', %s) AS id",
+                                     (subject,)).fetchone()["id"])
+    with _connect(dsn, autocommit=False) as conn:
+        conn.execute("SAVEPOINT s")
+        count = conn.execute(q("requeue_failed"), {
+            "kind": None, "error_code": None, "older_than": None, "since": None,
+        }).fetchone()["jobs"]
+        enqueued = conn.execute("SELECT count(*) AS n FROM queue.jobs "
+                                "WHERE requeued_from IS NOT NULL").fetchone()["n"]
+        conn.rollback()
+    assert (count, enqueued) == (2, 2)
+
+
 def test_enqueue_does_not_wait_for_a_running_job(dsn: str) -> None:
     with _connect(dsn) as conn:
         job = conn.execute("SELECT queue.enqueue('k', 's') AS id").fetchone()["id"]
