@@ -170,6 +170,22 @@ def test_cancel_pending_and_finished_jobs(conn: Conn) -> None:
         conn.execute(q("cancel"), {"job_id": 999_999})
 
 
+def test_cancel_of_a_finished_job_a_requeue_holds_says_finished_without_waiting(
+        dsn: str) -> None:
+    """cancel locks before it looks; a finished row it cannot lock (a requeue holds it) is
+    still reported as finished, not as running, and cancel does not wait for it."""
+    with _connect(dsn) as conn:
+        job = conn.execute("SELECT queue.enqueue('k', 's') AS id").fetchone()["id"]
+        _fail(conn, job)
+    with _connect(dsn, autocommit=False) as requeuer, _connect(dsn) as conn:
+        requeuer.execute(q("requeue"), {"job_id": job})  # holds the failed row until it ends
+        conn.execute("SET lock_timeout = '1s'")
+        assert conn.execute(q("cancel"), {"job_id": job}).fetchone()["cancelled"] is False
+        requeuer.rollback()
+    with _connect(dsn) as conn:
+        assert _job(conn, job)["status"] == "failed"
+
+
 def test_requeue_of_a_pending_job_makes_it_due_now(conn: Conn) -> None:
     job = conn.execute(
         "SELECT queue.enqueue('k', 's', p_run_at => now() + interval '1 hour') AS id"
@@ -204,6 +220,24 @@ def test_bulk_requeue_filters_and_takes_the_latest_failure_per_subject(conn: Con
     assert conn.execute(q("requeue_failed"), {
         "kind": "k", "error_code": "timeout", "older_than": None, "since": None,
     }).fetchone()["jobs"] == 0
+
+
+def test_bulk_requeue_inside_a_savepoint_counts_the_jobs_it_enqueued(dsn: str) -> None:
+    """Inside a subtransaction the new rows carry the subtransaction's xid, not the top-level
+    one; the count must not depend on which."""
+    with _connect(dsn) as conn:
+        for subject in ("a", "b"):
+            _fail(conn, conn.execute("SELECT queue.enqueue('k', %s) AS id",
+                                     (subject,)).fetchone()["id"])
+    with _connect(dsn, autocommit=False) as conn:
+        conn.execute("SAVEPOINT s")
+        count = conn.execute(q("requeue_failed"), {
+            "kind": None, "error_code": None, "older_than": None, "since": None,
+        }).fetchone()["jobs"]
+        enqueued = conn.execute("SELECT count(*) AS n FROM queue.jobs "
+                                "WHERE requeued_from IS NOT NULL").fetchone()["n"]
+        conn.rollback()
+    assert (count, enqueued) == (2, 2)
 
 
 def test_enqueue_does_not_wait_for_a_running_job(dsn: str) -> None:
