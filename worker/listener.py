@@ -4,7 +4,8 @@ After every (re)connect it wakes every kind, since notifications sent while it w
 
 A connection can also die without a word: when a NAT, firewall or proxy on the way drops its
 state, the socket stays open, writes succeed and no answer ever comes. So every round trip on
-the connection has a deadline (an idle connection is probed with one every `probe_interval`).
+the connection has a deadline (an idle connection is probed with one every `probe_interval`),
+connecting has one too, and the kernel sends TCP keepalives.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from worker.queries import q
 log = structlog.get_logger("worker.listener")
 
 CHANNEL = "queue_jobs"
+# libpq's TCP keepalives: after 30 s of silence the kernel probes every 10 s and gives the
+# connection up after 3 unanswered probes; they also keep a NAT's state for it alive
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
 
 
 class Listener:
@@ -37,11 +42,13 @@ class Listener:
         *,
         probe_interval: float = 15.0,
         probe_timeout: float = 10.0,
+        connect_timeout: int = 10,
     ) -> None:
         self._dsn = dsn
         self._wake = wake
         self._application_name = application_name
-        self._connect_kwargs = connect_kwargs or {}
+        self._connect_kwargs = {**KEEPALIVES, "connect_timeout": connect_timeout,
+                                **(connect_kwargs or {})}
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self.listening = asyncio.Event()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.support.proxy import BlackHoleProxy
-from worker.listener import CHANNEL, Listener
+from worker.listener import CHANNEL, KEEPALIVES, Listener
 
 # how long the tests give the listener to notice a dead connection and listen again
 WITHIN = 15.0
@@ -91,5 +94,65 @@ def test_a_black_holed_listen_connection_is_dropped_and_replaced(dsn: str) -> No
             # the dead connection was dropped, not cancelled: psycopg would have sent its
             # cancel request on a connection of its own through the proxy
             assert proxy.accepted == 2
+
+    asyncio.run(main())
+
+
+def test_a_connect_that_gets_no_answer_is_given_up_and_retried(dsn: str) -> None:
+    """While the network passes nothing, the reconnect's own connection gets no answer:
+    connect_timeout gives it up and the listener tries again, and listens once the network
+    is back."""
+    wakes = Wakes()
+
+    async def main() -> None:
+        async with BlackHoleProxy(dsn) as proxy, \
+                _running(_listener(proxy, wakes, connect_timeout=2)) as listener:
+            old_pid = listener.backend_pid
+            proxy.forward_new = False
+            proxy.black_hole()
+            # the probe fails, the reconnect goes into the void (connection 2); only a
+            # connect that gives up leads to connection 3
+            await asyncio.wait_for(proxy.wait_accepted(3), WITHIN)
+            assert not listener.listening.is_set()
+            proxy.forward_new = True
+            heard = await _notify_until_heard(dsn, wakes, WITHIN)
+            assert heard is not None and listener.backend_pid != old_pid
+
+    asyncio.run(main())
+
+
+def _own_socket(address: tuple[str, int]) -> socket.socket:
+    """This process's socket bound to `address` (a duplicate: closing it leaves the original)."""
+    for name in os.listdir("/dev/fd"):
+        try:
+            fd = os.dup(int(name))
+        except OSError:  # the descriptor of the listing itself, closed by now
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            os.close(fd)
+            continue
+        if sock.family == socket.AF_INET and sock.getsockname() == address:
+            return sock
+        sock.close()
+    raise AssertionError(f"no socket of this process is bound to {address}")
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux keepalive options")
+def test_the_listen_connection_has_tcp_keepalives(dsn: str) -> None:
+    """The kernel probes an idle LISTEN connection too, so a vanished server is noticed even
+    where no probe query is under way."""
+
+    async def main() -> None:
+        async with BlackHoleProxy(dsn) as proxy, _running(_listener(proxy, Wakes())):
+            with _own_socket(proxy.peers[-1]) as sock:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == \
+                    KEEPALIVES["keepalives_idle"]
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == \
+                    KEEPALIVES["keepalives_interval"]
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == \
+                    KEEPALIVES["keepalives_count"]
 
     asyncio.run(main())
