@@ -59,18 +59,25 @@ class Bookkeeper:
         )
 
     async def register(self, worker_id: str, kinds: list[str]) -> None:
-        await self._run("register_worker", {"worker_id": worker_id, "kinds": kinds})
+        await self._run("worker_alive", {"worker_id": worker_id, "kinds": kinds,
+                                         "started": True})
 
-    async def heartbeat(self, worker_id: str, unknown_kind_grace: float) -> int:
-        """Refresh this worker's row; with a grace, fail jobs no live worker runs."""
-        await self._run("heartbeat_worker", {"worker_id": worker_id})
-        if unknown_kind_grace <= 0:
-            return 0
-        rows = await self._run("fail_unknown_kinds", {"grace_s": unknown_kind_grace})
-        return int(rows[0]["failed"]) if rows else 0
+    async def heartbeat(self, worker_id: str, kinds: list[str],
+                        unknown_kind_grace: float) -> tuple[int, int]:
+        """Refresh this worker's row (recreated if it was removed) and its kinds' last-seen
+        time; turn stray rerun requests into jobs; with a grace, fail jobs no live worker
+        runs. Returns (reruns enqueued, jobs failed)."""
+        await self._run("worker_alive", {"worker_id": worker_id, "kinds": kinds,
+                                         "started": False})
+        reruns = await self._run("apply_stray_reruns", {})
+        failed = 0
+        if unknown_kind_grace > 0:
+            rows = await self._run("fail_unknown_kinds", {"grace_s": unknown_kind_grace})
+            failed = int(rows[0]["failed"]) if rows else 0
+        return int(reruns[0]["enqueued"]) if reruns else 0, failed
 
     async def deregister(self, worker_id: str) -> None:
-        await self._run("deregister_worker", {"worker_id": worker_id})
+        await self._run("worker_stopped", {"worker_id": worker_id})
 
     async def release(self, attempt_ids: list[int]) -> None:
         """Uncount attempts whose claim was rolled back on shutdown."""

@@ -252,12 +252,13 @@ class Executor:
                                      if attempt_id is not None),
             "worker_id": self._worker_id,
         }
-        # one round trip: the outcomes, the released attempts and the COMMIT. finish_jobs
-        # raises (SQLSTATE LW001) when the claim lost a job or an attempt, and the COMMIT
-        # behind it then rolls the whole claim back
+        # one round trip: the outcomes, the rerun requests, the released attempts and the
+        # COMMIT. finish_jobs raises (SQLSTATE LW001) when the claim lost a job or an
+        # attempt, and the COMMIT behind it then rolls the whole claim back
         try:
             async with conn.pipeline():
                 await conn.execute(q("finish_jobs"), params)
+                await conn.execute(q("apply_reruns"), {"job_ids": params["job_ids"]})
                 if released:
                     await conn.execute(q("release_attempts"), {"attempt_ids": released})
                 await conn.commit()

@@ -193,12 +193,16 @@ class Worker:
             log.info("worker_stopped", worker_id=settings.worker_id)
 
     async def _heartbeat(self, bookkeeper: Bookkeeper) -> None:
-        """Keep this worker's row in queue.workers fresh, and sweep jobs of kinds no live
-        worker runs (they would otherwise wait forever)."""
+        """Keep this worker's row in queue.workers fresh, enqueue reruns whose job had
+        already finished, and sweep jobs of kinds no live worker runs (they would otherwise
+        wait forever)."""
+        kinds = [kind.name for kind in self.kinds]
         while True:
             try:
-                failed = await bookkeeper.heartbeat(self.settings.worker_id,
-                                                    self.settings.unknown_kind_grace)
+                reruns, failed = await bookkeeper.heartbeat(
+                    self.settings.worker_id, kinds, self.settings.unknown_kind_grace)
+                if reruns:
+                    log.info("reruns_enqueued", jobs=reruns)
                 if failed:
                     log.warning("unknown_kind_jobs_failed", jobs=failed)
             except psycopg.Error as exc:

@@ -117,6 +117,15 @@ SELECT c.jobs, c.attempts, c.lost,
        END AS fence
 FROM counts c;
 
+-- name: apply_reruns
+-- Sent right after finish_jobs, in the same round trip: rerun requests an enqueue left while
+-- these jobs ran (sql/migrations/0011_reruns.sql).
+SELECT queue.apply_reruns(%(job_ids)s::bigint[]) AS enqueued;
+
+-- name: apply_stray_reruns
+-- The heartbeat's sweep: requests committed after their job's finish looked for them.
+SELECT queue.apply_reruns() AS enqueued;
+
 -- name: release_attempts
 -- Graceful shutdown: the claiming transaction was rolled back before its handlers finished,
 -- so these attempts do not count against the jobs.
@@ -174,16 +183,13 @@ LISTEN queue_jobs;
 -- name: ping
 SELECT 1;
 
--- name: register_worker
-INSERT INTO queue.workers (worker_id, kinds) VALUES (%(worker_id)s, %(kinds)s)
-ON CONFLICT (worker_id) DO UPDATE
-SET kinds = EXCLUDED.kinds, started_at = now(), heartbeat_at = now();
+-- name: worker_alive
+-- Start-up (started = true) and every heartbeat: this worker's row, recreated if someone
+-- removed it, and the last time its kinds were served (queue.kinds_seen).
+SELECT queue.worker_alive(%(worker_id)s, %(kinds)s, %(started)s);
 
--- name: heartbeat_worker
-UPDATE queue.workers SET heartbeat_at = now() WHERE worker_id = %(worker_id)s;
-
--- name: deregister_worker
-DELETE FROM queue.workers WHERE worker_id = %(worker_id)s;
+-- name: worker_stopped
+SELECT queue.worker_stopped(%(worker_id)s);
 
 -- name: fail_unknown_kinds
 SELECT queue.fail_unknown_kinds(make_interval(secs => %(grace_s)s)) AS failed;

@@ -6,7 +6,8 @@
 SELECT z.id, z.course_id, z.kind, z.title, z.status,
        c.id AS course_found, c.title AS course_title,
        c.course_weakness_analysis AS existing,
-       (SELECT count(*) FROM app.quiz_answers a WHERE a.quiz_id = z.id)::int AS answers
+       (SELECT count(*) FROM app.quiz_answers a WHERE a.quiz_id = z.id)::int AS answers,
+       app.quiz_grading_md5(z.id) AS grading_md5
 FROM app.quizzes z
 LEFT JOIN app.courses c ON c.id = z.course_id
 WHERE z.id = %(quiz_id)s;
@@ -27,14 +28,21 @@ WHERE a.quiz_id = %(quiz_id)s
                           a.score, coalesce(a.max_score, x.max_score))
 ORDER BY a.id;
 
+-- name: weakness_grading
+-- Right before the merge: the grading the analysis was made from must still be the grading.
+SELECT app.quiz_grading_md5(%(quiz_id)s) AS grading_md5;
+
 -- name: weakness_lock_course
 -- Right before the merge, in the claiming transaction: a concurrent analysis of the same
 -- course waits here until the other one commits, then reads what it wrote (READ COMMITTED
--- re-reads a row locked FOR UPDATE after the wait), so neither analysis is lost.
+-- re-reads a row locked FOR NO KEY UPDATE after the wait), so neither analysis is lost.
+-- NO KEY: the merge changes no key, and the application's foreign-key checks take FOR KEY
+-- SHARE on the course (any transaction that inserts a quiz, or updates one twice) — a
+-- FOR UPDATE would wait for each of them to commit.
 SELECT id, course_weakness_analysis AS existing
 FROM app.courses
 WHERE id = %(course_id)s
-FOR UPDATE;
+FOR NO KEY UPDATE;
 
 -- name: weakness_store
 UPDATE app.courses

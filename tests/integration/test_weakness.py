@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,152 @@ def test_the_least_privilege_role_runs_the_kind(dsn: str, model: Any) -> None:
                           "UPDATE app.quizzes SET status = 'graded'"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement.encode())
+
+
+# -- regrades while an analysis runs -----------------------------------------------------------
+
+
+def _held(reply: fake.Reply, release: threading.Event, inside: threading.Event
+          ) -> fake.Responder:
+    """A reply that waits in the model until the test releases it."""
+    def respond(request: fake.Recorded) -> fake.Reply:
+        inside.set()
+        release.wait(20)
+        return reply
+    return respond
+
+
+async def _regrade(app: psycopg.AsyncConnection[Any], quiz: int, *, wrong: bool) -> None:
+    """The app regrades the quiz in one transaction (left open for the caller to commit)."""
+    await app.execute(b"UPDATE app.quizzes SET status = 'grading' WHERE id = %s", (quiz,))
+    await app.execute(b"UPDATE app.quiz_answers SET is_correct = %s, selected_choice = %s "
+                      b"WHERE quiz_id = %s", (not wrong, 1 if wrong else 2, quiz))
+    await app.execute(b"UPDATE app.quizzes SET status = 'graded', graded_at = now() "
+                      b"WHERE id = %s", (quiz,))
+
+
+def test_a_regrade_committed_while_the_analysis_runs_is_analysed_instead(
+        dsn: str, model: Any) -> None:
+    """The regrade commits while the analysis waits for the model: at write-back the job
+    finds its input changed, stores nothing for the old grading and runs again at once."""
+    course = _course(dsn)
+    quiz = _quiz(dsn, course)
+    first, second = _mc(dsn, course, "첫 문제"), _mc(dsn, course, "둘째 문제")
+    _answer(dsn, quiz, first, selected_choice=1, is_correct=False)
+    _answer(dsn, quiz, second, selected_choice=2, is_correct=True)
+    _grade(dsn, quiz)
+    release, inside = threading.Event(), threading.Event()
+    model.script(_held(_reply(("옛 채점", "high", [1])), release, inside),
+                 _reply(("새 채점", "high", [1, 2])))
+
+    async def main() -> None:
+        async with weakness_worker(dsn, model):
+            await asyncio.to_thread(inside.wait, 10)
+            async with await psycopg.AsyncConnection.connect(dsn) as app:
+                await _regrade(app, quiz, wrong=True)  # both answers wrong now
+            release.set()
+            await until(lambda: _finished(dsn), message="the analysis finished")
+
+    asyncio.run(main())
+    jobs = _jobs(dsn)
+    assert [(j["status"], j["attempts"]) for j in jobs] == [("completed", 1)], jobs
+    assert [w["topic"] for w in _analysis(dsn, course)["weaknesses"]] == ["새 채점"]
+    assert "둘째 문제" in _user_message(model.bodies()[1])
+    outcomes = _sql(dsn, "SELECT outcome FROM queue.attempts WHERE job_id = %s ORDER BY id",
+                    (jobs[0]["id"],))
+    assert [o["outcome"] for o in outcomes] == ["superseded", "completed"]
+
+
+def test_a_regrade_committed_after_the_analysis_finished_runs_it_again(
+        dsn: str, model: Any) -> None:
+    """The regrade's enqueue meets the running job and leaves a rerun request without
+    waiting on the claim; it commits only after the job has finished on the old grading,
+    so the finish could not see it: the heartbeat's sweep turns it into a new job."""
+    course = _course(dsn)
+    quiz = _quiz(dsn, course)
+    first, second = _mc(dsn, course, "첫 문제"), _mc(dsn, course, "둘째 문제")
+    _answer(dsn, quiz, first, selected_choice=1, is_correct=False)
+    _answer(dsn, quiz, second, selected_choice=2, is_correct=True)
+    _grade(dsn, quiz)
+    release, inside = threading.Event(), threading.Event()
+    model.script(_held(_reply(("옛 채점", "high", [1])), release, inside),
+                 _reply(("새 채점", "high", [1, 2])))
+
+    async def main() -> None:
+        async with weakness_worker(dsn, model, heartbeat_interval=0.2):
+            await asyncio.to_thread(inside.wait, 10)
+            async with await psycopg.AsyncConnection.connect(dsn) as app:
+                await _regrade(app, quiz, wrong=True)  # returns at once: no lock wait
+                release.set()
+                await until(lambda: _sql_async(dsn, "SELECT 1 FROM queue.jobs WHERE "
+                                                    "status = 'completed'"),
+                            message="the first analysis committed")
+            # the regrade commits here, after that finish
+            await until(lambda: _sql_async(dsn, "SELECT 1 FROM queue.jobs WHERE status = "
+                                                "'completed' HAVING count(*) = 2"),
+                        message="the rerun analysed the regrade")
+
+    asyncio.run(main())
+    jobs = _jobs(dsn)
+    assert [(j["status"], j["result"]["stored"]) for j in jobs] == [
+        ("completed", True), ("completed", True)]
+    assert [w["topic"] for w in _analysis(dsn, course)["weaknesses"]] == ["새 채점"]
+    assert _sql(dsn, "SELECT count(*) AS n FROM queue.reruns") == [{"n": 0}]
+
+
+def test_a_regrade_committed_before_the_finish_reran_at_once(dsn: str, model: Any) -> None:
+    """Same, but the regrade commits before the job's finish reads the requests: the
+    finish itself enqueues the successor, in the claim's commit."""
+    course = _course(dsn)
+    quiz = _quiz(dsn, course)
+    _answer(dsn, quiz, _mc(dsn, course, "문제"), selected_choice=1, is_correct=False)
+    _grade(dsn, quiz)
+    release, inside = threading.Event(), threading.Event()
+    model.script(_held(_reply(("첫 분석", "high", [1])), release, inside),
+                 _reply(("다시 분석", "high", [1])))
+
+    async def main() -> None:
+        # the sweep is an hour away: only the finish can pick the request up
+        async with weakness_worker(dsn, model, heartbeat_interval=3600):
+            await asyncio.to_thread(inside.wait, 10)
+            # a manual request: the job is running, so this asks for a rerun
+            rows = await _sql_async(dsn, "SELECT app.request_weakness_analysis(%s) AS id",
+                                    (quiz,))
+            assert rows[0]["id"] == _jobs(dsn)[0]["id"]
+            assert await _sql_async(dsn, "SELECT requests FROM queue.reruns") == [
+                {"requests": 1}]
+            release.set()
+            await until(lambda: _sql_async(dsn, "SELECT 1 FROM queue.jobs WHERE status = "
+                                                "'completed' HAVING count(*) = 2"),
+                        message="the rerun ran")
+
+    asyncio.run(main())
+    assert [j["subject"] for j in _jobs(dsn)] == [f"quiz:{quiz}"] * 2
+
+
+async def _sql_async(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(_sql, dsn, query, params)
+
+
+def test_an_open_app_transaction_that_starts_a_quiz_does_not_block_the_merge(
+        dsn: str, model: Any) -> None:
+    """Inserting a quiz takes FOR KEY SHARE on its course (the foreign key check) until the
+    app commits; the merge locks the course FOR NO KEY UPDATE, which does not wait for it."""
+    course = _course(dsn)
+    quiz = _quiz(dsn, course)
+    _answer(dsn, quiz, _mc(dsn, course, "문제"), selected_choice=1, is_correct=False)
+    _grade(dsn, quiz)
+    model.script(_reply(("변압기", "high", [1])))
+    user = _sql(dsn, "SELECT user_id FROM app.courses WHERE id = %s", (course,))[0]["user_id"]
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as app:
+            await app.execute(b"INSERT INTO app.quizzes (course_id, user_id, kind, status) "
+                              b"VALUES (%s, %s, 'quiz', 'in_progress')", (course, user))
+            async with weakness_worker(dsn, model, lock_timeout_ms=1000):
+                await until(lambda: _finished(dsn), message="the analysis finished")
+            await app.rollback()
+
+    asyncio.run(main())
+    assert [(j["status"], j["attempts"]) for j in _jobs(dsn)] == [("completed", 1)]
+    assert [w["topic"] for w in _analysis(dsn, course)["weaknesses"]] == ["변압기"]

@@ -295,11 +295,14 @@ def test_a_job_of_a_kind_no_live_worker_runs_fails_with_a_clear_code(dsn: str) -
                     b"INSERT INTO queue.jobs (kind, created_at, run_at) "
                     b"VALUES (%s, now() - %s::interval, now() + interval '1 hour')",
                     (kind, age))
-        async with running_worker(dsn, _registry(JobKind("k", _ok)),
-                                  unknown_kind_grace=60) as w:
+        async with running_worker(dsn, _registry(JobKind("k", _ok)), unknown_kind_grace=60,
+                                  heartbeat_interval=0.1) as w:
             rows = await _fetch(dsn, "SELECT kinds FROM queue.workers WHERE worker_id = %s",
                                 (w.settings.worker_id,))
             assert rows == [{"kinds": ["k"]}]
+            # a fleet sweeps only once it has been up for the grace itself
+            await _fetch(dsn, "UPDATE queue.workers SET started_at = now() - interval '1 hour' "
+                              "RETURNING 1")
             await until(lambda: _fetch(dsn, "SELECT 1 FROM queue.jobs "
                                             "WHERE error_code = 'unknown_kind'"),
                         message="sweep")

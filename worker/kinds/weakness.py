@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from psycopg.types.json import Jsonb
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
-from worker.errors import FinalFailure, SkipJob
+from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job
 from worker.kinds.weakness_store import (
     RANK,
@@ -282,6 +282,10 @@ class Analyzer:
         if locked is None:
             raise SkipJob("course_missing", f"course {quiz['course_id']} was deleted while "
                                             f"quiz {quiz_id} was analysed")
+        now = await (await conn.execute(q("weakness_grading"), {"quiz_id": quiz_id})).fetchone()
+        if now is None or now["grading_md5"] != quiz["grading_md5"]:
+            raise InputChanged("input_changed", f"quiz {quiz_id} was regraded while it was "
+                                                "analysed; analysing the new grading")
         analyzed_at = datetime.now(UTC).isoformat(timespec="seconds")
         entry = {"source": "quiz", "quiz_id": quiz_id, "quiz_kind": quiz["kind"],
                  "job_id": job.id, "analyzed_at": analyzed_at,
