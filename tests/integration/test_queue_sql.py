@@ -289,3 +289,16 @@ def test_deleting_jobs_deletes_their_attempts_and_nothing_else(dsn: str) -> None
         left = conn.execute("SELECT job_id FROM queue.attempts WHERE job_id = ANY(%s)",
                             ([gone, kept],)).fetchall()
         assert left == [{"job_id": kept}]
+
+
+@pytest.mark.parametrize("payload", [
+    '{"a": ' + "[" * 40 + "]" * 40 + "}",            # nested deeper than 31 levels
+    '{"text": "' + "x" * 70_000 + '"}',              # more than 64 KiB of text
+])
+def test_a_payload_too_deep_or_too_large_is_refused_at_the_door(conn: Any, payload: str
+                                                                  ) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match="payload_bounded"):
+        conn.execute("SELECT queue.enqueue('k', 's', %s::jsonb)", (payload,))
+    # the bound leaves ordinary payloads alone
+    conn.execute("SELECT queue.enqueue('k', 's', %s::jsonb)",
+                 ('{"a": ' + "[" * 30 + "]" * 30 + ', "t": "' + "x" * 60_000 + '"}',))

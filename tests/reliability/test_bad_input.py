@@ -570,12 +570,16 @@ class UnknownKind(Case):
 
 @case
 class HugeAndOddPayload(Case):
-    """A 1 MB payload with unknown keys next to a valid question_id: ignored, the job runs."""
+    """A 1 MB payload is refused at the door (payload_bounded) and enqueues nothing; one
+    with unknown keys and 60 KB of junk next to a valid question_id runs, the junk ignored."""
 
     def before(self, run: Run) -> None:
         qid, _ = run.question()
+        with pytest.raises(psycopg.errors.CheckViolation, match="payload_bounded"):
+            run.enqueue("explanation", {"question_id": qid, "junk": "x" * MB},
+                        subject=f"question:{qid}", wait=False)
         run.state["huge_and_odd_payload"] = {"job": run.enqueue(
-            "explanation", {"question_id": qid, "junk": "x" * MB, "nested": {"a": [1, {}]}},
+            "explanation", {"question_id": qid, "junk": "x" * 60_000, "nested": {"a": [1, {}]}},
             subject=f"question:{qid}"), "qid": qid}
 
     def check(self, run: Run) -> None:
