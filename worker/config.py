@@ -54,9 +54,10 @@ class Settings(BaseSettings):
     # how long a claim's statement waits for a row lock the application holds (its domain
     # write-backs): past it only that job fails `db_conflict` and is retried; 0 = no limit
     lock_timeout_ms: int = Field(default=5_000, ge=0)
-    # must exceed the longest job timeout: it is the backstop for a worker that hangs
-    # while its claiming transaction is open
-    idle_in_tx_timeout_ms: int = Field(default=300_000, ge=0)
+    # the backstop for a worker that hangs while its claiming transaction is open; it must
+    # exceed the longest job timeout. Unset: 5 minutes, or the longest job timeout plus a
+    # minute if that is longer (the offline models' long timeouts)
+    idle_in_tx_timeout_ms: int | None = Field(default=None, ge=0)
 
     # 0 = no metrics endpoint; otherwise Prometheus metrics on 127.0.0.1:<port>
     metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -46,30 +46,34 @@ def claim_options(settings: Settings) -> str:
     return f"{session_options(settings)} -c lock_timeout={settings.lock_timeout_ms}"
 
 
-def check_timeouts(settings: Settings, kinds: list[JobKind]) -> None:
-    """Refuse settings that contradict each other, before anything runs."""
+def checked_timeouts(settings: Settings, kinds: list[JobKind]) -> Settings:
+    """The settings with the idle-in-transaction backstop resolved; settings that
+    contradict each other are refused before anything runs."""
+    longest_ms = max((kind.timeout * 1000 for kind in kinds), default=0.0)
     idle_ms = settings.idle_in_tx_timeout_ms
-    for kind in kinds:
-        if idle_ms and kind.timeout * 1000 >= idle_ms:
-            # the server would end the claim mid-job: the model is paid for, the job redone
-            raise ConfigError(
-                f"job kind {kind.name!r} may run {kind.timeout:g} s, but "
-                f"WORKER_IDLE_IN_TX_TIMEOUT_MS={idle_ms} ends a claim idle that long; "
-                "raise WORKER_IDLE_IN_TX_TIMEOUT_MS above the longest job timeout")
+    if idle_ms is None:
+        idle_ms = max(300_000, int(longest_ms) + 60_000)
+    elif idle_ms and longest_ms >= idle_ms:
+        # the server would end the claim mid-job: the model is paid for, the job redone
+        kind = max(kinds, key=lambda k: k.timeout)
+        raise ConfigError(
+            f"job kind {kind.name!r} may run {kind.timeout:g} s, but "
+            f"WORKER_IDLE_IN_TX_TIMEOUT_MS={idle_ms} ends a claim idle that long; "
+            "raise WORKER_IDLE_IN_TX_TIMEOUT_MS above the longest job timeout (or unset it)")
     statement_ms, lock_ms = settings.statement_timeout_ms, settings.lock_timeout_ms
     if statement_ms and lock_ms >= statement_ms:
         raise ConfigError(
             f"WORKER_LOCK_TIMEOUT_MS={lock_ms} must be below WORKER_STATEMENT_TIMEOUT_MS="
             f"{statement_ms}, so a row lock held by the application fails one job's write "
             "instead of timing out the statement")
+    return settings.model_copy(update={"idle_in_tx_timeout_ms": idle_ms})
 
 
 class Worker:
     def __init__(self, settings: Settings, dsn: str, registry: Registry) -> None:
-        self.settings = settings
         self.dsn = dsn
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
-        check_timeouts(settings, self.kinds)
+        self.settings = checked_timeouts(settings, self.kinds)
         self._wake: dict[str, SlotWaker] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._stopping = asyncio.Event()

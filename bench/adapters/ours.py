@@ -20,7 +20,7 @@ from ourworker import bq, configure_logs, migrate_fresh, worker_settings
 
 from worker.job import Job
 from worker.loop import Worker
-from worker.registry import Conn, Registry
+from worker.registry import Conn, JobKind, Registry
 
 NAME = "ours"
 KIND = "bench.noop"
@@ -72,12 +72,11 @@ async def producer(dsn: str) -> AsyncIterator[_Producer]:
 
 
 def registry(batch_size: int, concurrency: int) -> Registry:
-    reg = Registry()
-
-    @reg.kind(KIND, batch_size=batch_size, concurrency=concurrency)
     async def noop(conn: Conn, job: Job) -> None:
         common.job_started(job.payload["i"])
 
+    reg = Registry()
+    reg.register(JobKind(KIND, noop, batch_size=batch_size, concurrency=concurrency))
     return reg
 
 

@@ -104,4 +104,6 @@ BEGIN
 END;
 $$;
 
+-- only queue.enqueue and queue.apply_reruns (both with their owner's rights) write it
 REVOKE ALL ON queue.reruns FROM PUBLIC;
+GRANT SELECT ON queue.reruns TO llm_worker;

@@ -218,11 +218,12 @@ def test_the_worker_role_cannot_create_alter_or_drop_anything(worker_dsn: str,
           AND has_table_privilege(%s, c.oid, p.priv)
         ORDER BY 1, 2""", (login,))
     # whole-table rights: appending attempt and accounting rows, its own entry in the
-    # registry of live workers, and the test tables; every other UPDATE the worker needs
-    # is granted column by column
+    # registry of live workers and its kinds' last-seen time, and the test tables; every
+    # other UPDATE the worker needs is granted column by column
     assert {(r["tbl"], r["priv"]) for r in writable} <= {
         ("queue.attempts", "INSERT"), ("queue.model_calls", "INSERT"),
         ("queue.workers", "INSERT"), ("queue.workers", "UPDATE"), ("queue.workers", "DELETE"),
+        ("queue.kinds_seen", "INSERT"), ("queue.kinds_seen", "UPDATE"),
         ("test_effects", "INSERT"), ("test_started", "INSERT"),
         ("chaos_writebacks", "INSERT")}
 
