@@ -28,6 +28,7 @@ from worker.savepoints import ClaimConnection
 
 log = structlog.get_logger("worker.executor")
 
+Conn = ClaimConnection
 
 
 def decode_payload(text: str) -> dict[str, Any]:
@@ -44,8 +45,6 @@ def decode_payload(text: str) -> dict[str, Any]:
         raise FinalFailure("bad_payload",
                            f"the payload is a JSON {type(payload).__name__}, not an object")
     return payload
-
-Conn = ClaimConnection
 
 
 class Executor:
