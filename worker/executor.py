@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from pydantic import BaseModel, ValidationError
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,6 +46,24 @@ def decode_payload(text: str) -> dict[str, Any]:
         raise FinalFailure("bad_payload",
                            f"the payload is a JSON {type(payload).__name__}, not an object")
     return payload
+
+
+def parse_payload(
+    text: str, model: type[BaseModel] | None
+) -> tuple[dict[str, Any], BaseModel | None]:
+    """The payload, and the kind's typed arguments validated from it; FinalFailure
+    (bad_payload) when it cannot be decoded or does not fit the kind's payload_model."""
+    payload = decode_payload(text)
+    if model is None:
+        return payload, None
+    try:
+        return payload, model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        raise FinalFailure(
+            "bad_payload", f"the payload does not fit {model.__name__} ({where}: "
+            f"{first['msg']}); got {payload!r}"[:300]) from None
 
 
 class Executor:
@@ -101,14 +120,15 @@ class Executor:
         for rec in sorted(recorded, key=lambda r: order[r["job_id"]]):
             row = by_id[rec["job_id"]]
             try:
-                payload, bad = decode_payload(row["payload"]), None
+                (payload, args), bad = parse_payload(row["payload"], kind.payload_model), None
             except FinalFailure as exc:
-                payload, bad = {}, exc
+                payload, args, bad = {}, None, exc
             job = Job(
                 id=row["id"], kind=row["kind"], subject=row["subject"],
                 payload=payload, priority=row["priority"],
                 max_attempts=row["max_attempts"], created_at=row["created_at"],
                 attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"],
+                args=args,
             )
             if rec["attempt_id"] is None:
                 lost.append(job)

@@ -22,6 +22,8 @@ class Job:
     created_at: datetime
     attempt: int
     attempt_id: int | None
+    # the payload validated against the kind's payload_model (None for a kind without one)
+    args: Any = None
 
     @property
     def last_attempt(self) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg import AsyncConnection
+from pydantic import BaseModel
 
 from worker.errors import ConfigError
 from worker.job import Job, Outcome
@@ -35,6 +36,9 @@ class JobKind:
     handler: Handler | None = None
     batch_handler: BatchHandler | None = None
     on_final_failure: FailureHook | None = None
+    # the payload's shape: the executor validates every claimed payload against it once, and
+    # a payload that does not fit ends `bad_payload` (final) before any handler sees it
+    payload_model: type[BaseModel] | None = None
     # jobs claimed per transaction; they run one after another, each in a savepoint
     batch_size: int = 1
     # claiming transactions of this kind that may be open at once in one worker

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from worker.errors import FinalFailure
+from worker.executor import parse_payload
 from worker.job import Job
 from worker.kinds import weakness as w
 from worker.kinds import weakness_store as store
@@ -246,12 +247,13 @@ def test_the_v1_prompt_renders_every_part() -> None:
 
 
 def test_a_payload_without_an_integer_quiz_id_is_a_final_bad_payload() -> None:
-    for payload in ({}, {"quiz_id": "7"}, {"quiz_id": True}):
-        job = Job(id=1, kind=w.KIND, subject=None, payload=payload, priority=0, max_attempts=2,
-                  created_at=datetime.now(UTC), attempt=1, attempt_id=1)
+    for payload in ({}, {"quiz_id": "7"}, {"quiz_id": True}, {"quiz_id": 7.0}):
         with pytest.raises(FinalFailure) as caught:
-            w._quiz_id(job)
+            parse_payload(json.dumps(payload), w.WeaknessArgs)
         assert caught.value.code == "bad_payload"
+        assert "quiz_id" in caught.value.message
+    _, args = parse_payload('{"quiz_id": 7, "course_id": 3}', w.WeaknessArgs)
+    assert args == w.WeaknessArgs(quiz_id=7)
 
 
 def test_the_job_timeout_covers_a_repair_retry() -> None:

@@ -6,9 +6,10 @@ A row's vector is written only while its text is still the text that was embedde
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
+from pydantic import BaseModel, ConfigDict, StrictInt
 
 from worker.dberrors import connection_lost
 from worker.errors import FinalFailure, InputChanged, JobError, SkipJob
@@ -31,12 +32,18 @@ ROLES = {"question": "query", "chunk": "passage"}
 Result = dict[str, Any] | BaseException | None
 
 
+class EmbeddingArgs(BaseModel):
+    """The payload: which row to embed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: Literal["question", "chunk"]
+    id: StrictInt
+
+
 def _target(job: Job) -> tuple[str, int]:
-    source, row_id = job.payload.get("source"), job.payload.get("id")
-    if source not in _SOURCES or not isinstance(row_id, int) or isinstance(row_id, bool):
-        raise FinalFailure("bad_payload", f"expected {{source: question|chunk, id: int}}, "
-                                          f"got {job.payload!r}"[:300])
-    return source, row_id
+    args: EmbeddingArgs = job.args
+    return args.source, args.id
 
 
 def _vector_literal(vector: tuple[float, ...]) -> str:
@@ -53,10 +60,7 @@ class Embeddings:
         results: dict[int, Result] = {}
         targets: dict[int, tuple[str, int]] = {}
         for job in jobs:
-            try:
-                targets[job.id] = _target(job)
-            except JobError as exc:
-                results[job.id] = exc
+            targets[job.id] = _target(job)
         cur = await conn.execute(q("embedding_inputs"), {
             "question_ids": [i for s, i in targets.values() if s == "question"],
             "chunk_ids": [i for s, i in targets.values() if s == "chunk"],
@@ -156,16 +160,15 @@ class Embeddings:
     async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
         if outcome.status != "failed":
             return
-        try:
-            source, row_id = _target(job)
-        except JobError:
+        if job.args is None:  # refused as bad_payload: no row to mark
             return
+        source, row_id = _target(job)
         await conn.execute(q(_FAILED[source]), {"id": row_id})
 
 
 def kind(client: ModelClient, batch_size: int, timeout: float,
          split_roles: bool = False) -> JobKind:
     embeddings = Embeddings(client, split_roles)
-    return JobKind(KIND, batch_handler=embeddings.run,
+    return JobKind(KIND, batch_handler=embeddings.run, payload_model=EmbeddingArgs,
                    on_final_failure=embeddings.on_final_failure,
                    batch_size=batch_size, concurrency=2, timeout=timeout)

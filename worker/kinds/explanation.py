@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from worker.errors import FinalFailure, GuardFailed, InputChanged, JobError, SkipJob
 from worker.job import Job, Outcome
@@ -43,12 +43,13 @@ class Envelope(BaseModel):
         return value
 
 
-def _question_id(job: Job) -> int:
-    value = job.payload.get("question_id")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise FinalFailure("bad_payload", f"expected {{question_id: int}}, got {job.payload!r}"
-                           [:300])
-    return value
+class ExplanationArgs(BaseModel):
+    """The payload: the question, and whether a ready explanation is made again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    question_id: StrictInt
+    regenerate: bool = False
 
 
 def _problem(row: dict[str, Any]) -> str | None:
@@ -74,7 +75,8 @@ class Explanations:
         self.limits = limits or evidence.EvidenceSettings()
 
     async def handle(self, conn: Conn, job: Job) -> dict[str, Any]:
-        qid = _question_id(job)
+        args: ExplanationArgs = job.args
+        qid = args.question_id
         row = await (await conn.execute(q("explanation_question"), {"id": qid})).fetchone()
         if row is None:
             raise SkipJob("missing", f"question {qid} does not exist")
@@ -84,7 +86,7 @@ class Explanations:
         if problem:
             raise FinalFailure("bad_input", f"question {qid}: {problem}")
         if (row["ai_explanation_status"] == "ready" and row["has_text"]
-                and not job.payload.get("regenerate")):
+                and not args.regenerate):
             return {"cached": True, "note": "already ready; no model call"}
 
         embedding = row["embedding"] or await self._embed(row["embedding_text"], job)
@@ -145,10 +147,9 @@ class Explanations:
         return "[" + ",".join(f"{x:.8g}" for x in result.vectors[0]) + "]"
 
     async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
-        try:
-            qid = _question_id(job)
-        except JobError:
+        if job.args is None:  # refused as bad_payload: no question to mark
             return
+        qid = job.args.question_id
         if outcome.status == "failed":
             await conn.execute(q("mark_explanation"), {"id": qid, "status": "failed"})
         elif outcome.error_code == "evidence_missing":
@@ -162,6 +163,6 @@ def kind(client: ModelClient, settings: ModelSettings,
     explanations = Explanations(client, load_prompt(KIND),
                                 reranker or evidence.build_reranker(evidence.RerankSettings()))
     timeout = 2 * settings.timeout_for(KIND) + settings.timeout_for("embedding") + 10
-    return JobKind(KIND, handler=explanations.handle,
+    return JobKind(KIND, handler=explanations.handle, payload_model=ExplanationArgs,
                    on_final_failure=explanations.on_final_failure,
                    concurrency=2, timeout=timeout)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, field_validator
 
 from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job
@@ -218,12 +218,12 @@ def prompt_values(course_title: str, quiz: dict[str, Any], answers: list[WrongAn
 # -- the job ---------------------------------------------------------------------------------
 
 
-def _quiz_id(job: Job) -> int:
-    value = job.payload.get("quiz_id")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise FinalFailure("bad_payload",
-                           f"expected {{quiz_id: int, course_id: int}}, got {job.payload!r}"[:300])
-    return value
+class WeaknessArgs(BaseModel):
+    """The payload: the graded quiz whose wrong answers are analysed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quiz_id: StrictInt
 
 
 class Analyzer:
@@ -236,7 +236,8 @@ class Analyzer:
             else DEFAULT_TEMPERATURE
 
     async def run(self, conn: Conn, job: Job) -> dict[str, Any]:
-        quiz_id = _quiz_id(job)
+        args: WeaknessArgs = job.args
+        quiz_id = args.quiz_id
         quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
         if quiz is None:
             raise SkipJob("quiz_missing", f"quiz {quiz_id} does not exist")
@@ -313,5 +314,6 @@ def kind(client: ModelClient, settings: ModelSettings, *,
     # batch would hold it through the model calls of the jobs after it. The timeout: one round
     # trip may be followed by a repair retry, each bounded by the model timeout; the rest
     # covers the gate wait, the reads and the merge
-    return JobKind(KIND, handler=analyzer.run, batch_size=1, concurrency=2,
+    return JobKind(KIND, handler=analyzer.run, payload_model=WeaknessArgs, batch_size=1,
+                   concurrency=2,
                    timeout=2 * settings.timeout_for(KIND) + 15)
