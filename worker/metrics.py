@@ -12,8 +12,7 @@ import psycopg
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from worker.db import aconnect
-from worker.queries import q
+from worker.pgsession import Session
 
 log = structlog.get_logger("worker.metrics")
 
@@ -62,23 +61,22 @@ def serve(port: int) -> None:
 
 async def refresh_queue_depth(dsn: str, options: str, every: float = 10.0) -> None:
     """Keep the queue gauges current from queue.stats, on a connection of its own."""
-    conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
-    while True:
-        try:
-            if conn is None or conn.closed:
-                conn = await aconnect(dsn, autocommit=True, options=options,
-                                      application_name="worker:metrics")
-            rows = await (await conn.execute(q("stats"))).fetchall()
-            QUEUE_DEPTH.clear()
-            OLDEST_PENDING.clear()
-            for row in rows:
-                QUEUE_DEPTH.labels(row["kind"], row["state"]).set(row["jobs"])
-                if row["oldest_pending_age"] is not None:
-                    OLDEST_PENDING.labels(row["kind"]).set(
-                        row["oldest_pending_age"].total_seconds())
-        except psycopg.Error as exc:
-            log.warning("metrics_refresh_failed", error=str(exc))
-            if conn is not None:
-                await conn.close()
-            conn = None
-        await asyncio.sleep(every)
+    session = Session(dsn, "worker:metrics", options=options)
+    try:
+        while True:
+            try:
+                _set_queue_depth(await session.run("stats"))
+            except psycopg.Error as exc:
+                log.warning("metrics_refresh_failed", error=str(exc))
+            await asyncio.sleep(every)
+    finally:
+        await session.aclose()
+
+
+def _set_queue_depth(rows: list[dict[str, Any]]) -> None:
+    QUEUE_DEPTH.clear()
+    OLDEST_PENDING.clear()
+    for row in rows:
+        QUEUE_DEPTH.labels(row["kind"], row["state"]).set(row["jobs"])
+        if row["oldest_pending_age"] is not None:
+            OLDEST_PENDING.labels(row["kind"]).set(row["oldest_pending_age"].total_seconds())

@@ -5,20 +5,19 @@ Committed at once, so tokens spent by an attempt whose transaction rolls back st
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 import structlog
 
-from worker.db import aconnect
 from worker.models.types import CallContext, Usage
-from worker.queries import q
+from worker.pgsession import Session
 
 log = structlog.get_logger("worker.models.accounting")
 
-Outcome = Literal["ok", "invalid", "error"]
+# how one round trip ended (queue.model_calls.outcome): invalid = shown back to the model
+CallOutcome = Literal["ok", "invalid", "error"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class CallRecord:
     completion_tokens: int | None
     latency_ms: float
     gate_wait_ms: float
-    outcome: Outcome
+    outcome: CallOutcome
     error_code: str | None
 
     @classmethod
@@ -53,7 +52,7 @@ class CallRecord:
         usage: Usage | None,
         latency_ms: float,
         gate_wait_ms: float,
-        outcome: Outcome,
+        outcome: CallOutcome,
         error_code: str | None = None,
         round: int = 1,
     ) -> CallRecord:
@@ -76,40 +75,17 @@ class Accountant:
     already paid for, and failing the job over its bookkeeping would waste it."""
 
     def __init__(self, dsn: str, application_name: str = "worker-accounting") -> None:
-        self._dsn = dsn
-        self._application_name = application_name
-        self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
-
-    async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await aconnect(
-                self._dsn, autocommit=True, application_name=self._application_name
-            )
-        return self._conn
+        self._session = Session(dsn, application_name)
 
     async def record(self, rec: CallRecord) -> int | None:
         """Insert one row; returns its id, or None when it could not be written."""
-        async with self._lock:
-            for attempt in (1, 2):
-                try:
-                    conn = await self._connection()
-                    cur = await conn.execute(q("record_model_call"), asdict(rec))
-                    row = await cur.fetchone()
-                    return int(row["id"]) if row else None
-                except psycopg.OperationalError as exc:
-                    # one reconnect: the server may have restarted since the last call
-                    if self._conn is not None:
-                        await self._conn.close()
-                    if attempt == 2:
-                        log.error("model_call_not_recorded", error=str(exc), kind=rec.kind,
-                                  job_id=rec.job_id, outcome=rec.outcome)
-                except psycopg.Error as exc:
-                    log.error("model_call_not_recorded", error=str(exc), kind=rec.kind,
-                              job_id=rec.job_id, outcome=rec.outcome)
-                    return None
-        return None
+        try:
+            rows = await self._session.run("record_model_call", asdict(rec))
+        except psycopg.Error as exc:
+            log.error("model_call_not_recorded", error=str(exc), kind=rec.kind,
+                      job_id=rec.job_id, outcome=rec.outcome)
+            return None
+        return int(rows[0]["id"]) if rows else None
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        await self._session.aclose()

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from worker import metrics
 from worker.errors import ConfigError
 from worker.models import structured, wire
-from worker.models.accounting import Accountant, CallRecord, Outcome
+from worker.models.accounting import Accountant, CallOutcome, CallRecord
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.gate import Gate, timed_hold
 from worker.models.types import (
@@ -271,13 +271,13 @@ class _Used:
 
 class _Recorder(Protocol):
     def __call__(
-        self, trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+        self, trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord: ...
 
 
 def _chat_recorder(ctx: CallContext, chat: ChatBackend, gate: str, round_: int) -> _Recorder:
     def record(
-        trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+        trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord:
         return CallRecord.of(
             ctx, call="chat", backend=chat.backend, model=done.model if done else chat.model,
@@ -290,7 +290,7 @@ def _chat_recorder(ctx: CallContext, chat: ChatBackend, gate: str, round_: int) 
 
 def _embed_recorder(ctx: CallContext, embedder: EmbeddingBackend, gate: str) -> _Recorder:
     def record(
-        trip: _Trip, outcome: Outcome, code: str | None, done: RawReply | _Used | None
+        trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord:
         return CallRecord.of(
             ctx, call="embedding", backend=embedder.backend,

@@ -14,18 +14,14 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import psycopg
 import structlog
 
-from worker.db import aconnect
 from worker.errors import ConfigError
-from worker.queries import q
+from worker.pgsession import Session
 
 log = structlog.get_logger("worker.models.gate")
-
-Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -113,24 +109,20 @@ class AdvisoryGate(Gate):
         self._dsn = dsn
         self._class = lock_class(name)
         self._poll = poll_interval
-        self._idle: list[Conn] = []
+        self._idle: list[Session] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._released_at = -math.inf
 
-    async def _connection(self) -> Conn:
-        while self._idle:
-            conn = self._idle.pop()
-            if not (conn.closed or conn.broken):
-                return conn
-        return await aconnect(
-            self._dsn, autocommit=True, application_name=f"worker-gate:{self.name}"[:63]
-        )
+    def _session(self) -> Session:
+        if self._idle:
+            return self._idle.pop()
+        return Session(self._dsn, f"worker-gate:{self.name}"[:63])
 
-    async def _try_slots(self, conn: Conn) -> int | None:
+    async def _try_slots(self, session: Session) -> int | None:
+        # a session holds no lock while it polls, so reconnecting it then is harmless
         for slot in random.sample(range(self.capacity), self.capacity):
-            cur = await conn.execute(q("gate_try_lock"), {"class": self._class, "slot": slot})
-            row = await cur.fetchone()
-            if row and row["locked"]:
+            rows = await session.run("gate_try_lock", {"class": self._class, "slot": slot})
+            if rows and rows[0]["locked"]:
                 return slot
         return None
 
@@ -142,49 +134,50 @@ class AdvisoryGate(Gate):
         courtesy = self._released_at + 1.5 * self._poll - time.monotonic()
         if courtesy > 0:
             await asyncio.sleep(courtesy)
-        conn = await self._connection()
+        session = self._session()
         try:
-            slot = await self._try_slots(conn)
+            slot = await self._try_slots(session)
             while slot is None:
                 # jitter keeps processes from polling in lockstep
                 await asyncio.sleep(self._poll * random.uniform(0.5, 1.5))
-                slot = await self._try_slots(conn)
+                slot = await self._try_slots(session)
         except BaseException:
-            await conn.close()
+            # a try-lock cut short may still have taken its slot: closing frees it
+            await session.aclose()
             raise
         try:
             yield slot
         finally:
-            await self._unlock(conn, slot)
+            await self._unlock(session, slot)
 
-    async def _unlock(self, conn: Conn, slot: int) -> None:
+    async def _unlock(self, session: Session, slot: int) -> None:
         task = asyncio.ensure_future(
-            conn.execute(q("gate_unlock"), {"class": self._class, "slot": slot})
+            session.run("gate_unlock", {"class": self._class, "slot": slot})
         )
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             # cancelled again while unlocking: the unlock goes on, and the session is closed
             # once it is done, so the slot cannot stay locked
-            task.add_done_callback(lambda _: self._close_soon(conn))
+            task.add_done_callback(lambda _: self._close_soon(session))
             raise
         except Exception:
-            # a broken session: closing it makes the server free every lock it held
+            # whatever failed, closing the session makes the server free every lock it held
             log.warning("gate_unlock_failed", gate=self.name, slot=slot)
-            await conn.close()
+            await session.aclose()
             return
         finally:
             self._released_at = time.monotonic()
-        self._idle.append(conn)
+        self._idle.append(session)
 
-    def _close_soon(self, conn: Conn) -> None:
-        task = asyncio.get_running_loop().create_task(conn.close())
+    def _close_soon(self, session: Session) -> None:
+        task = asyncio.get_running_loop().create_task(session.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         while self._idle:
-            await self._idle.pop().close()
+            await self._idle.pop().aclose()
 
 
 class Gates:
