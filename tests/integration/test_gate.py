@@ -1,7 +1,9 @@
-"""Model gates: no overlap inside the model at capacity 1, no capacity leaked by cancelled
-calls, the MLX thread rule, and the advisory-lock gate holding across real processes.
+"""Model gates: no more than `capacity` calls inside the model, no capacity leaked by
+cancelled calls, the MLX thread rule, and the advisory-lock gate holding across real processes.
 
-Overlap is judged from recorded start/end times (fake server, database clock), never timings.
+Who is inside a gate is shown by backends that signal on entry and leave when told, by the
+fake server's recorded start and end times, or by the database's own lock table; never by
+sleeping and seeing that nothing happened.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,22 +28,12 @@ from pydantic import BaseModel, SecretStr
 
 from tests.support import fake_openai as fo
 from worker.errors import ConfigError
-from worker.models import (
-    AdvisoryGate,
-    CallContext,
-    CompletionRequest,
-    Gate,
-    Gates,
-    Message,
-    ModelClient,
-    ModelRetryable,
-    RawReply,
-    Ticket,
-    Usage,
-    wire,
-)
+from worker.models.client import ModelClient
+from worker.models.errors import ModelRetryable
+from worker.models.gate import AdvisoryGate, Gate, Gates, RoundTrip, Ticket
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+from worker.models.types import CallContext, CompletionRequest, Message, RawReply, Usage
 
 
 class Answer(BaseModel):
@@ -78,34 +71,97 @@ async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
     return predicate()
 
 
+class HeldChat:
+    """A chat backend that stays inside its gate until the test lets it leave.
+
+    `arrived` counts calls that reached the gate; `inside` holds the leave event of each call
+    inside it. A call counts as arrived and is either inside or queued at the gate in one step
+    (nothing is awaited in between), so once the test sees every call arrived, who is inside
+    is settled until the test lets someone leave.
+    """
+
+    backend = "held"
+    model = "held"
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.inside: list[asyncio.Event] = []
+        self.most_inside = 0
+
+    async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
+        self.arrived += 1
+        async with trip.hold():
+            leave = asyncio.Event()
+            self.inside.append(leave)
+            self.most_inside = max(self.most_inside, len(self.inside))
+            try:
+                await leave.wait()
+            finally:
+                self.inside.remove(leave)
+        return RawReply(text='{"answer": 4}', finish_reason="stop", model=self.model)
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
 # -- in-process capacity ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_no_more_than_capacity_calls_are_inside_at_once(capacity: int) -> None:
+    chat = HeldChat()
+
+    async def main() -> None:
+        gate = Gate("local-model", capacity)
+        client = ModelClient(chat=chat, chat_gate=gate)
+        calls = [asyncio.create_task(client.complete(REQUEST, CTX)) for _ in range(4)]
+
+        def state() -> tuple[int, int]:
+            return sum(call.done() for call in calls), len(chat.inside)
+
+        async def settles(expected: tuple[int, int]) -> bool:
+            return await until(lambda: state() == expected)
+
+        assert await until(lambda: chat.arrived == 4)
+        # every call has reached the gate: `capacity` of them are in, the others queue
+        assert state() == (0, capacity) and gate.in_use == capacity
+        for finished in range(1, 5):
+            chat.inside[0].set()  # one leaves, and a queued one takes its place
+            assert await settles((finished, min(capacity, 4 - finished)))
+        results = await asyncio.gather(*calls)
+        assert [r.value.answer for r in results] == [4] * 4
+        # all but the first `capacity` calls waited at the gate
+        assert sum(1 for r in results if r.gate_wait_ms > 0) >= 4 - capacity
+        await client.aclose()
+
+    asyncio.run(main())
+    assert chat.most_inside == capacity
+
+
 def test_capacity_one_never_overlaps_inside_the_model(fake: fo.FakeOpenAI) -> None:
+    """The same bound on the real path: the SDK against the fake server, judged from the
+    server's own record of when it handled each request."""
     for i in range(5):
         fake.script(fo.chat_json({"answer": i}, delay=0.05))
 
-    async def main() -> list[float]:
+    async def main() -> None:
         gate = Gate("local-model", 1)
         client = openai_client(fake, gate)
         try:
-            results = await asyncio.gather(*(client.complete(REQUEST, CTX) for _ in range(5)))
+            await asyncio.gather(*(client.complete(REQUEST, CTX) for _ in range(5)))
         finally:
             await client.aclose()
         assert gate.in_use == 0
-        return [r.gate_wait_ms for r in results]
 
-    waits = asyncio.run(main())
+    asyncio.run(main())
     assert len(fake.requests) == 5
     assert fo.overlapping(fake.requests) == []
     assert fake.max_in_flight == 1
-    # five calls at once through one slot: all but the first had to wait
-    assert sum(1 for w in waits if w > 0) >= 4
 
 
 def test_the_gate_covers_only_the_exchange_with_the_server(fake: fo.FakeOpenAI) -> None:
-    """HTTP backends hold the gate in their transport (worker/models/wire.py): building the
-    request and parsing the reply happen outside it, so the model is not kept idle by them."""
+    """The openai backend holds the gate in its HTTP client: building the request and parsing
+    the reply happen outside it, so the model is not kept idle by them."""
     fake.script(fo.chat_json({"answer": 3}, delay=0.2))
     gate = Gate("local-model", 1)
     seen: dict[str, int] = {}
@@ -136,31 +192,43 @@ def test_the_gate_covers_only_the_exchange_with_the_server(fake: fo.FakeOpenAI) 
     assert gate.in_use == 0
 
 
-def test_with_a_proxy_in_the_environment_the_gate_covers_the_whole_call(
+def test_with_a_proxy_in_the_environment_the_call_still_passes_its_gate(
     fake: fo.FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """httpx sends through its own proxy transport then, past ours: the gate goes back
-    around the whole SDK call instead of being silently skipped."""
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    chat = OpenAIChat(make_client(fake.base_url, None), "m", "prompt")
-    assert chat.gates_on_the_wire is False
-    monkeypatch.delenv("HTTPS_PROXY")
-    assert OpenAIChat(make_client(fake.base_url, None), "m", "prompt").gates_on_the_wire
+    """httpx then sends through a proxy transport of its own; the gate is held above every
+    transport, in the HTTP client's send(), so the proxied request is gated too."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for name in ("http_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", dead_proxy)
+    gate = RecordingGate("local-model", 1)
+
+    async def main() -> None:
+        client = openai_client(fake, gate)
+        try:
+            with pytest.raises(ModelRetryable) as caught:
+                await client.complete(REQUEST, CTX)
+            assert caught.value.code == "connection_error"
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert gate.entries == 1 and gate.in_use == 0
+    assert fake.requests == []  # it went to the proxy, which refused it
 
 
-def test_a_gated_backend_whose_request_skipped_the_transport_is_an_error(
+def test_a_backend_that_answers_without_passing_its_gate_is_an_error(
     fake: fo.FakeOpenAI,
 ) -> None:
-    """The check behind the on-the-wire gate: a client marked gated whose request did not go
-    through GatedTransport (here: the SDK's default transport) fails the call loudly instead
-    of passing silently as if it had been gated."""
+    """An SDK client not built by make_client sends past the gate: the call fails loudly
+    instead of passing silently as if it had been gated."""
     fake.script(fo.chat_json({"answer": 1}))
 
     async def main() -> None:
         sdk = AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
-        wire._gated.add(sdk)  # marked gated, but its requests skip our transport
         chat = OpenAIChat(sdk, "m", "prompt")
-        assert chat.gates_on_the_wire
         client = ModelClient(chat=chat, chat_gate=Gate("g", 1), timeout_for=lambda kind: 10.0)
         try:
             with pytest.raises(ConfigError, match="without passing its gate 'g'"):
@@ -259,12 +327,15 @@ def test_a_cancelled_http_call_frees_the_gate_after_its_connection_closed(
 
 
 class RecordingGate(Gate):
-    """A gate that notes when it was released, to order it against the work it guarded."""
+    """A gate that counts its holders and notes when it was last released, to order that
+    against the work it guarded."""
 
+    entries = 0
     released_at: float | None = None
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[Ticket]:
+        self.entries += 1
         try:
             async with super().hold() as ticket:
                 yield ticket
@@ -273,13 +344,15 @@ class RecordingGate(Gate):
 
 
 class FakeRuntime:
-    """Stands in for mlx-lm: records threads, blocks until told, honours stop if asked."""
+    """Stands in for mlx-lm: records threads, blocks until told, signals when it is asked to
+    stop (`stop_asked`) and honours that if told to."""
 
     def __init__(self, honour_stop: bool) -> None:
         self.honour_stop = honour_stop
         self.threads: list[int] = []
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.stop_asked = threading.Event()
         self.saw_stop = False
         self.returned_at: float | None = None
         self.loads = 0
@@ -294,14 +367,16 @@ class FakeRuntime:
         self.loads += 1
         return model
 
-    def generate(self, loaded: Any, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float, should_stop: Callable[[], bool]) -> RawReply:
+    def generate(self, loaded: Any, messages: list[dict[str, str]],
+                 request: CompletionRequest[Any], should_stop: Callable[[], bool]) -> RawReply:
         self.threads.append(threading.get_ident())
         self.entered.set()
         while not self.release.wait(0.005):
-            if self.honour_stop and should_stop():
-                self.saw_stop = True
-                break
+            if should_stop():
+                self.stop_asked.set()
+                if self.honour_stop:
+                    self.saw_stop = True
+                    break
         self.returned_at = time.monotonic()
         return RawReply(text=json.dumps({"answer": 4}), finish_reason="stop", model=loaded,
                         usage=Usage(prompt_tokens=3, completion_tokens=2))
@@ -361,8 +436,9 @@ def test_a_cancelled_mlx_call_holds_the_gate_until_generate_returns() -> None:
             task = asyncio.create_task(client.complete(REQUEST, CTX))
             assert await until(runtime.entered.is_set)
             task.cancel()
-            await asyncio.sleep(0.05)
-            # the model is still busy on its thread: the call has not given the gate back
+            # the cancellation has reached the thread, whose generate goes on regardless:
+            # until it returns, the call has not given the gate back
+            assert await asyncio.to_thread(runtime.stop_asked.wait, 10)
             assert not task.done() and gate.in_use == 1 and gate.released_at is None
             runtime.release.set()
             with pytest.raises(asyncio.CancelledError):
@@ -473,6 +549,19 @@ def test_the_advisory_gate_holds_across_two_processes(dsn: str) -> None:
         assert prev_left is not None and prev_left <= entered
 
 
+def gate_sessions(dsn: str, name: str) -> list[bool]:
+    """Whether each session of gate `name` that has tried its lock holds a slot now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(b"""
+            SELECT EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid
+                           AND l.locktype = 'advisory' AND l.granted)
+            FROM pg_stat_activity a
+            WHERE a.application_name = %s AND a.datname = current_database()
+              AND a.state = 'idle' AND a.query LIKE '%%pg_try_advisory_lock%%'
+            """, (f"worker-gate:{name}",)).fetchall()
+    return [holds for (holds,) in rows]
+
+
 def test_a_killed_holder_frees_the_cross_process_gate(dsn: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     holding = ctx.Event()
@@ -494,8 +583,10 @@ def test_a_killed_holder_frees_the_cross_process_gate(dsn: str) -> None:
 
             task = asyncio.create_task(take())
             try:
-                await asyncio.sleep(0.2)
-                assert not entered.is_set()  # the other process holds the only slot
+                # the server's view: the waiter's session has tried the slot and was refused
+                assert await until(lambda: sorted(gate_sessions(dsn, "crashy")) == [
+                    False, True], seconds=30)
+                assert not entered.is_set()
                 assert proc.pid is not None
                 os.kill(proc.pid, signal.SIGKILL)
                 async with asyncio.timeout(30):

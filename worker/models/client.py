@@ -8,23 +8,21 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from pydantic import BaseModel
 
 from worker import metrics
 from worker.errors import ConfigError
-from worker.models import structured, wire
+from worker.models import structured
 from worker.models.accounting import Accountant, CallOutcome, CallRecord
 from worker.models.errors import ModelFinal, ModelRetryable
-from worker.models.gate import Gate, timed_hold
+from worker.models.gate import Gate, RoundTrip
 from worker.models.types import (
     CallContext,
     CompletionRequest,
     CompletionResult,
     EmbeddingResult,
-    Message,
     OutT,
     RawReply,
     Usage,
@@ -34,38 +32,28 @@ log = structlog.get_logger("worker.models")
 
 
 class ChatBackend(Protocol):
+    """A chat model. chat() holds `trip` (the round trip's gate and deadline) around the time
+    the model works on the request: the HTTP exchange, or the generate on the MLX thread."""
+
     backend: str
     model: str
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        output: type[BaseModel],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> RawReply: ...
+    async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply: ...
 
     async def aclose(self) -> None: ...
 
 
 class EmbeddingBackend(Protocol):
+    """An embedding model; embed() holds `trip` as ChatBackend.chat does."""
+
     backend: str
     model: str
 
     async def embed(
-        self, texts: Sequence[str], role: str | None = None
+        self, texts: Sequence[str], role: str | None, trip: RoundTrip
     ) -> tuple[list[list[float]], str, Usage]: ...
 
     async def aclose(self) -> None: ...
-
-
-@dataclass
-class _Trip:
-    """Timing of one round trip, filled in as it goes so a failure can still be recorded."""
-
-    wait_ms: float = 0.0
-    latency_ms: float = 0.0
 
 
 def check_reply(reply: RawReply, output: type[OutT], backend: str) -> tuple[OutT, bool]:
@@ -129,32 +117,15 @@ class ModelClient:
             await asyncio.shield(self.accountant.record(rec))
 
     @contextlib.asynccontextmanager
-    async def _trip(
-        self, gate: Gate, record: _Recorder, deadline: float, backend: str,
-        on_the_wire: bool = False,
-    ) -> AsyncIterator[_Trip]:
-        """One round trip inside the gate, bounded by `deadline` seconds once inside (the
-        wait at the gate does not count); a failed one is recorded, then re-raised.
-        `on_the_wire`: the backend's HTTP transport holds the gate itself, only while the
-        request is at the server (worker/models/wire.py)."""
-        trip = _Trip()
+    async def _round_trip(
+        self, gate: Gate, deadline: float, record: _Recorder, backend: str
+    ) -> AsyncIterator[RoundTrip]:
+        """One round trip, for the backend to hold: inside `gate`, bounded by `deadline`
+        seconds once inside (the wait at the gate does not count). A failed one is recorded,
+        then re-raised; one that never passed its gate is refused."""
+        trip = RoundTrip(gate, deadline)
         try:
-            if on_the_wire:
-                hold = wire.WireHold(gate, deadline, trip)
-                token = wire.HOLD.set(hold)
-                try:
-                    yield trip
-                finally:
-                    wire.HOLD.reset(token)
-                if not hold.used:
-                    raise ConfigError(f"a {backend} call reached the server without passing "
-                                      f"its gate {gate.name!r}")
-                return
-            # on expiry the call is cancelled, and the backend returns only once the work
-            # has stopped (HTTP connection closed, MLX generate returned), so the gate is
-            # released after that
-            async with timed_hold(gate, deadline, trip):
-                yield trip
+            yield trip
         except TimeoutError as exc:
             await self._record(record(trip, "error", "timeout", None))
             raise ModelRetryable(
@@ -166,6 +137,9 @@ class ModelClient:
         except asyncio.CancelledError:
             await self._record(record(trip, "error", "cancelled", None))
             raise
+        if not trip.held:
+            raise ConfigError(f"a {backend} call was answered without passing its gate "
+                              f"{gate.name!r}")
 
     # -- completions --------------------------------------------------------------------------
 
@@ -178,16 +152,12 @@ class ModelClient:
         if chat is None:
             raise ConfigError("no chat model is configured")
         timeout = request.timeout or self.timeout_for(ctx.kind)
-        messages = list(request.messages)
+        sent: CompletionRequest[Any] = request
         usage, latency_ms, wait_ms = Usage(), 0.0, 0.0
         for round_ in (1, 2):
             record = _chat_recorder(ctx, chat, self.chat_gate.name, round_)
-            async with self._trip(self.chat_gate, record, timeout, chat.backend,
-                                  getattr(chat, "gates_on_the_wire", False)) as trip:
-                reply = await chat.chat(
-                    messages, request.output, max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                )
+            async with self._round_trip(self.chat_gate, timeout, record, chat.backend) as trip:
+                reply = await chat.chat(sent, trip)
             usage, latency_ms = usage + reply.usage, latency_ms + trip.latency_ms
             wait_ms += trip.wait_ms
             try:
@@ -198,7 +168,8 @@ class ModelClient:
             except structured.InvalidOutput as exc:
                 if round_ == 1:
                     await self._record(record(trip, "invalid", "invalid_output", reply))
-                    messages += structured.correction(reply.text, exc.reason)
+                    shown = (*request.messages, *structured.correction(reply.text, exc.reason))
+                    sent = request.model_copy(update={"messages": shown})
                     continue
                 await self._record(record(trip, "error", "parse_fail", reply))
                 raise ModelRetryable(
@@ -232,10 +203,9 @@ class ModelClient:
         vectors: list[list[float]] = []
         usage, latency_ms, wait_ms, model = Usage(), 0.0, 0.0, embedder.model
         for start in range(0, len(texts), self.embed_batch_size):
-            async with self._trip(self.embed_gate, record, limit, embedder.backend,
-                                  getattr(embedder, "gates_on_the_wire", False)) as trip:
+            async with self._round_trip(self.embed_gate, limit, record, embedder.backend) as trip:
                 got, model, used = await embedder.embed(
-                    texts[start : start + self.embed_batch_size], role
+                    texts[start : start + self.embed_batch_size], role, trip
                 )
             await self._record(record(trip, "ok", None, _Used(model, used)))
             vectors.extend(got)
@@ -271,13 +241,13 @@ class _Used:
 
 class _Recorder(Protocol):
     def __call__(
-        self, trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
+        self, trip: RoundTrip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord: ...
 
 
 def _chat_recorder(ctx: CallContext, chat: ChatBackend, gate: str, round_: int) -> _Recorder:
     def record(
-        trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
+        trip: RoundTrip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord:
         return CallRecord.of(
             ctx, call="chat", backend=chat.backend, model=done.model if done else chat.model,
@@ -290,7 +260,7 @@ def _chat_recorder(ctx: CallContext, chat: ChatBackend, gate: str, round_: int) 
 
 def _embed_recorder(ctx: CallContext, embedder: EmbeddingBackend, gate: str) -> _Recorder:
     def record(
-        trip: _Trip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
+        trip: RoundTrip, outcome: CallOutcome, code: str | None, done: RawReply | _Used | None
     ) -> CallRecord:
         return CallRecord.of(
             ctx, call="embedding", backend=embedder.backend,

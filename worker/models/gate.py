@@ -2,6 +2,8 @@
 job kind that uses it, and optionally across worker processes through advisory locks.
 
 A holder leaves the gate only when its body has unwound, i.e. when the model call stopped.
+Each round trip passes its gate through a RoundTrip, which the backend holds while the model
+works on the request (see ModelClient).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
@@ -66,26 +67,31 @@ class Gate:
         """Nothing to close for an in-process gate."""
 
 
-class TripTiming(Protocol):
-    """Where a round trip's timing is written (the model client's record of the call)."""
+@dataclass
+class RoundTrip:
+    """One model round trip's pass through its gate. The backend enters hold() around the
+    time the model works on the request; the wait and the time inside are kept for the
+    call's record, and `held` lets the caller check that the gate was passed at all."""
 
-    wait_ms: float
-    latency_ms: float
+    gate: Gate
+    deadline: float
+    wait_ms: float = 0.0
+    latency_ms: float = 0.0
+    held: bool = False
 
-
-@contextlib.asynccontextmanager
-async def timed_hold(gate: Gate, deadline: float, timing: TripTiming) -> AsyncIterator[None]:
-    """One round trip inside `gate`: the wait to get in goes to timing.wait_ms, then the body
-    is bounded by `deadline` seconds (TimeoutError on expiry, once the body has unwound) and
-    its duration goes to timing.latency_ms. The gate is released after the body stopped."""
-    async with gate.hold() as ticket:
-        timing.wait_ms = ticket.wait_ms
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(deadline):
-                yield
-        finally:
-            timing.latency_ms = (time.monotonic() - started) * 1000
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Inside the gate, bounded by `deadline` seconds from entry (TimeoutError on expiry,
+        once the body has unwound); the gate is released only after the body stopped."""
+        self.held = True
+        async with self.gate.hold() as ticket:
+            self.wait_ms = ticket.wait_ms
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.deadline):
+                    yield
+            finally:
+                self.latency_ms = (time.monotonic() - started) * 1000
 
 
 def lock_class(name: str) -> int:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
-
-from pydantic import BaseModel
 
 from worker.errors import ConfigError
 from worker.models import structured
-from worker.models.types import Message, RawReply, Usage
+from worker.models.gate import RoundTrip
+from worker.models.types import CompletionRequest, RawReply, Usage
 
 T = TypeVar("T")
 
@@ -26,15 +25,9 @@ class Runtime(Protocol):
 
     def load(self, model: str) -> Any: ...
 
-    def generate(
-        self,
-        loaded: Any,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        should_stop: Callable[[], bool],
-    ) -> RawReply: ...
+    def generate(self, loaded: Any, messages: list[dict[str, str]],
+                 request: CompletionRequest[Any], should_stop: Callable[[], bool]) -> RawReply:
+        ...
 
 
 class MlxLmRuntime:
@@ -50,15 +43,8 @@ class MlxLmRuntime:
             ) from exc
         return (model, *load(model))
 
-    def generate(
-        self,
-        loaded: Any,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        should_stop: Callable[[], bool],
-    ) -> RawReply:
+    def generate(self, loaded: Any, messages: list[dict[str, str]],
+                 request: CompletionRequest[Any], should_stop: Callable[[], bool]) -> RawReply:
         # the optional extra: absent (and untyped) off Apple Silicon
         from mlx_lm import stream_generate  # type: ignore[import-not-found, unused-ignore]
         from mlx_lm.sample_utils import (  # type: ignore[import-not-found, unused-ignore]
@@ -71,7 +57,8 @@ class MlxLmRuntime:
         finish: str | None = None
         prompt_tokens = completion_tokens = 0
         for step in stream_generate(
-            model, tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=temperature)
+            model, tokenizer, prompt, max_tokens=request.max_tokens,
+            sampler=make_sampler(temp=request.temperature),
         ):
             parts.append(step.text)
             prompt_tokens, completion_tokens = step.prompt_tokens, step.generation_tokens
@@ -152,28 +139,20 @@ class MlxChat:
         if self._loaded is None:
             self._loaded = self._runtime.load(self.model)
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        output: type[BaseModel],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> RawReply:
-        await self.start()
+    async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
+        """One generate on the MLX thread, inside `trip` from start to end: the model is busy
+        the whole time (loading it too, if start() was not called)."""
         sent = [
             {"role": m.role, "content": m.content}
-            for m in structured.with_schema_prompt(list(messages), output)
+            for m in structured.with_schema_prompt(list(request.messages), request.output)
         ]
-        loaded = self._loaded
 
         def generate(stop: threading.Event) -> RawReply:
-            return self._runtime.generate(
-                loaded, sent, max_tokens=max_tokens, temperature=temperature,
-                should_stop=stop.is_set,
-            )
+            return self._runtime.generate(self._loaded, sent, request, stop.is_set)
 
-        return await self._thread.run(generate)
+        async with trip.hold():
+            await self.start()
+            return await self._thread.run(generate)
 
     async def aclose(self) -> None:
         # waits for a generate in progress: the model must not be freed under it

@@ -1,34 +1,87 @@
 """The `openai` backend: AsyncOpenAI against the OpenAI API or any compatible server.
 
 One round trip per call; the SDK never retries (the queue does), and its faults map to ours.
+The model gate is held in the SDK's HTTP client, only while the request is at the server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 
+import httpx2
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, SecretStr
 
-from worker.models import structured, wire
+from worker.models import structured
 from worker.models.errors import ModelFinal, ModelRetryable
-from worker.models.types import JsonMode, Message, RawReply, Usage
+from worker.models.gate import RoundTrip
+from worker.models.types import CompletionRequest, JsonMode, Message, RawReply, Usage
 
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
 # Local servers take no key, but the SDK refuses to start without one.
 _NO_KEY = "not-needed"
 
+# The round trip of the SDK call this task is making. The SDK has no way to hand a per-call
+# object down to its HTTP client, so the backend sets it here around the call; each task
+# (each job's call) sees only its own.
+ROUND_TRIP: ContextVar[RoundTrip | None] = ContextVar("model_round_trip", default=None)
+
+
+class GatedHttpClient(DefaultAsyncHttpxClient):
+    """Holds the current call's gate (ROUND_TRIP) from just before the request is sent until
+    the last byte of the reply is read; requests outside a model call pass straight through.
+
+    A capacity-1 gate keeps the model busy only if the next request goes out the moment the
+    previous reply is in. Held around the whole SDK call, the gate would also cover the SDK
+    building the request and parsing the reply, about a millisecond on each side on a small
+    machine, while the model sits idle. Holding it in send() rather than in a transport keeps
+    it on every route, a proxy from the environment included.
+    """
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        trip = ROUND_TRIP.get()
+        if trip is None:
+            return await super().send(request, **kwargs)
+        # the SDK sends with stream=False: send() returns with the whole reply read, and a
+        # cancelled one only once its connection is closed
+        async with trip.hold():
+            response = await super().send(request, **kwargs)
+        # let a call waiting at the gate send its request before this one goes on to parse
+        # its reply: the model gets its next request sooner
+        await asyncio.sleep(0)
+        return response
+
+
+@contextlib.contextmanager
+def _sdk_call(trip: RoundTrip, model: str) -> Iterator[None]:
+    """One SDK call as `trip`: its HTTP exchange inside the gate, its faults mapped to ours.
+    An expired deadline leaves as TimeoutError, which the SDK does not wrap."""
+    token = ROUND_TRIP.set(trip)
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        mapped = map_error(exc, model=model)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        ROUND_TRIP.reset(token)
+
 
 def make_client(
     base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
 ) -> AsyncOpenAI:
-    return wire.gated_client(
+    return AsyncOpenAI(
+        http_client=GatedHttpClient(),
         base_url=base_url,
         api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
         # the per-call deadline is the caller's asyncio.timeout; this only bounds each
@@ -114,7 +167,6 @@ class OpenAIChat:
     ) -> None:
         self.client = client
         self.model = model
-        self.gates_on_the_wire = wire.is_gated(client)
         self.json_mode = json_mode
         self.token_field = token_field
 
@@ -130,36 +182,19 @@ class OpenAIChat:
             }
         return structured.with_schema_prompt(list(messages), output), {}
 
-    async def chat(
-        self,
-        messages: Sequence[Message],
-        output: type[BaseModel],
-        *,
-        max_tokens: int,
-        temperature: float,
-    ) -> RawReply:
-        """One round trip. The caller bounds it with asyncio.timeout: cancelling the await
-        closes the HTTP connection before this returns."""
-        sent, extra = self.request_body(messages, output)
-        params = [_param(m) for m in sent]
-        try:
-            # response_format goes in extra_body: the llama.cpp form is not in the SDK's
-            # types, and the SDK must not parse the reply itself
-            if self.token_field == "max_tokens":
-                completion = await self.client.chat.completions.create(
-                    model=self.model, messages=params, temperature=temperature,
-                    max_tokens=max_tokens, extra_body=extra,
-                )
-            else:
-                completion = await self.client.chat.completions.create(
-                    model=self.model, messages=params, temperature=temperature,
-                    max_completion_tokens=max_tokens, extra_body=extra,
-                )
-        except openai.OpenAIError as exc:
-            mapped = map_error(exc, model=self.model)
-            if mapped is None:
-                raise
-            raise mapped from exc
+    async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
+        """One round trip. `trip` bounds it: cancelling the await closes the HTTP connection
+        before this returns."""
+        sent, extra = self.request_body(request.messages, request.output)
+        # response_format goes in extra_body: the llama.cpp form is not in the SDK's types,
+        # and the SDK must not parse the reply itself; the token field's name is the
+        # endpoint's (WORKER_LLM_MAX_TOKENS_FIELD)
+        extra[self.token_field] = request.max_tokens
+        with _sdk_call(trip, self.model):
+            completion = await self.client.chat.completions.create(
+                model=self.model, messages=[_param(m) for m in sent],
+                temperature=request.temperature, extra_body=extra,
+            )
         return self._reply(completion)
 
     def _reply(self, completion: ChatCompletion) -> RawReply:
@@ -195,7 +230,6 @@ class OpenAIEmbedder:
         send_input_type: bool = False,
     ) -> None:
         self.client = client
-        self.gates_on_the_wire = wire.is_gated(client)
         self.model = model
         # sent only when set: most servers other than OpenAI's reject the field
         self.dimensions = dimensions
@@ -203,26 +237,18 @@ class OpenAIEmbedder:
         self.send_input_type = send_input_type
 
     async def embed(
-        self, texts: Sequence[str], role: str | None = None
+        self, texts: Sequence[str], role: str | None, trip: RoundTrip
     ) -> tuple[list[list[float]], str, Usage]:
-        extra = {"input_type": role} if self.send_input_type and role else None
-        try:
+        extra: dict[str, Any] = {}
+        if self.dimensions is not None:
+            extra["dimensions"] = self.dimensions
+        if self.send_input_type and role:
+            extra["input_type"] = role
+        with _sdk_call(trip, self.model):
             # float, not the SDK's base64 default: llama.cpp and Ollama only speak float
-            if self.dimensions is None:
-                response = await self.client.embeddings.create(
-                    model=self.model, input=list(texts), encoding_format="float",
-                    extra_body=extra,
-                )
-            else:
-                response = await self.client.embeddings.create(
-                    model=self.model, input=list(texts), encoding_format="float",
-                    dimensions=self.dimensions, extra_body=extra,
-                )
-        except openai.OpenAIError as exc:
-            mapped = map_error(exc, model=self.model)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            response = await self.client.embeddings.create(
+                model=self.model, input=list(texts), encoding_format="float", extra_body=extra,
+            )
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(texts):
             raise ModelRetryable(
