@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 import structlog
-from pydantic import BaseModel, ValidationError
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ValidationError
 
 from worker import dberrors, metrics
 from worker.attempts import Bookkeeper

@@ -4,7 +4,6 @@ merging into the stored analysis, grounding the model's claims, and the output m
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +12,6 @@ from pydantic import ValidationError
 
 from worker.errors import FinalFailure
 from worker.executor import parse_payload
-from worker.job import Job
 from worker.kinds import weakness as w
 from worker.kinds import weakness_store as store
 from worker.models.client import ModelClient

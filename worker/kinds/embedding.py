@@ -12,7 +12,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from worker.dberrors import connection_lost
-from worker.errors import FinalFailure, InputChanged, JobError, SkipJob
+from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal

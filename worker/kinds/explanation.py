@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from worker.errors import FinalFailure, GuardFailed, InputChanged, JobError, SkipJob
+from worker.errors import FinalFailure, GuardFailed, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.kinds import evidence
 from worker.kinds.textcap import cap

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from psycopg.types.json import Jsonb
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, field_validator
 
-from worker.errors import FinalFailure, InputChanged, SkipJob
+from worker.errors import InputChanged, SkipJob
 from worker.job import Job
 from worker.kinds.weakness_store import (
     RANK,
