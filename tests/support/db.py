@@ -23,9 +23,17 @@ from psycopg.rows import dict_row
 from worker import embedded
 from worker.db import check_pgvector, connect
 from worker.migrate import migrate
+from worker.queries import parse
 
 SUPPORT = Path(__file__).resolve().parent
 _DROP = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+_QUERIES = parse((SUPPORT / "queries.sql").read_text(encoding="utf-8"),
+                 "tests/support/queries.sql")
+
+
+def query(name: str) -> bytes:
+    """A named query that only the tests read (tests/support/queries.sql)."""
+    return _QUERIES[name]
 
 
 def sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
