@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from worker import embedded
-from worker.config import Settings
 from worker.errors import ConfigError
 from worker.queries import q
+
+if TYPE_CHECKING:
+    # worker.config imports the model package, which connects through this module
+    from worker.config import Settings
 
 
 @contextlib.contextmanager

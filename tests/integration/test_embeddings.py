@@ -17,6 +17,7 @@ from tests.support import fake_openai as fake
 from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import DIM, cosine, responder, vector
+from worker.config import Settings
 from worker.kinds import embedding
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
@@ -62,11 +63,12 @@ def model() -> Iterator[fake.FakeOpenAI]:
 async def embedding_worker(dsn: str, server: fake.FakeOpenAI, **overrides: Any
                            ) -> AsyncIterator[Any]:
     roles = bool(overrides.pop("roles", False))
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             embed_model="fake-embed", embed_dim=DIM, embed_input_type=roles)
-    client = build_client(settings, dsn)
+    settings = Settings(models=ModelSettings(
+        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key", embed_model="fake-embed",
+        embed_dim=DIM, embed_input_type=roles, embed_batch_size=32))
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(embedding.kind(client, batch_size=32, timeout=5, split_roles=roles))
+    registry.register(embedding.kind(settings, client))
     try:
         async with running_worker(dsn, registry, **overrides) as worker:
             yield worker

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel, ConfigDict, StrictInt
 
+from worker.config import Settings
 from worker.dberrors import connection_lost
 from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job, Outcome
@@ -166,9 +167,12 @@ class Embeddings:
         await conn.execute(q(_FAILED[source]), {"id": row_id})
 
 
-def kind(client: ModelClient, batch_size: int, timeout: float,
-         split_roles: bool = False) -> JobKind:
-    embeddings = Embeddings(client, split_roles)
+def kind(settings: Settings, client: ModelClient) -> JobKind:
+    """The embedding kind: a claim's batch is one model request (WORKER_EMBED_BATCH_SIZE),
+    so its job timeout covers reading the batch, the model round trips and the writes."""
+    models = settings.models
+    embeddings = Embeddings(client, models.embed_input_type)
     return JobKind(KIND, batch_handler=embeddings.run, payload_model=EmbeddingArgs,
                    on_final_failure=embeddings.on_final_failure,
-                   batch_size=batch_size, concurrency=2, timeout=timeout)
+                   batch_size=models.embed_batch_size, concurrency=2,
+                   timeout=2 * models.timeout_for(KIND) + 10)
