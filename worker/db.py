@@ -1,6 +1,7 @@
 """Which database to use and how to connect: DATABASE_URL, else the embedded server.
 
-Also the start-up checks every entry point runs (pgvector present, schema migrated).
+Also the start-up checks every entry point runs (pgvector present, schema migrated), and
+pgvector's types on the connections that carry vectors.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
+from psycopg.types import TypeInfo
 
 from worker import embedded
 from worker.errors import ConfigError
@@ -37,6 +40,14 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
 
 async def aconnect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[dict[str, Any]]:
     return await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row, **kwargs)
+
+
+async def register_vector_types(conn: psycopg.AsyncConnection[Any]) -> None:
+    """pgvector's adapter on this connection: a `pgvector.Vector` parameter travels as binary
+    and a vector column reads back as one. A database without the extension yet (before its
+    first migration) is left as it is."""
+    if await TypeInfo.fetch(conn, "vector") is not None:
+        await register_vector_async(conn)
 
 
 def check_pgvector(conn: psycopg.Connection[dict[str, Any]]) -> None:

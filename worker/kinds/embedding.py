@@ -9,6 +9,7 @@ import hashlib
 from typing import Any, Literal
 
 import psycopg
+from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from worker.config import Settings
@@ -45,10 +46,6 @@ class EmbeddingArgs(BaseModel):
 def _target(job: Job) -> tuple[str, int]:
     args: EmbeddingArgs = job.args
     return args.source, args.id
-
-
-def _vector_literal(vector: tuple[float, ...]) -> str:
-    return "[" + ",".join(f"{x:.8g}" for x in vector) + "]"
 
 
 class Embeddings:
@@ -133,7 +130,7 @@ class Embeddings:
         try:
             async with conn.transaction():
                 cur = await conn.execute(q(_SOURCES[source]), {
-                    "id": row_id, "embedding": _vector_literal(vector),
+                    "id": row_id, "embedding": Vector(list(vector)),
                     "model": model, "text_md5": text_md5,
                 })
                 written = cur.rowcount == 1

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import openai
 import structlog
+from pgvector import Vector
 
 from worker.config import EvidenceSettings, RerankSettings
 from worker.queries import q
@@ -109,9 +110,9 @@ class Evidence:
                 "questions": [i.brief(n) for n, i in enumerate(self.questions, 1)]}
 
 
-async def gather(conn: Conn, question: dict[str, Any], embedding: str,
+async def gather(conn: Conn, question: dict[str, Any], embedding: Vector,
                  reranker: Reranker, limits: EvidenceSettings) -> Evidence:
-    """Evidence for `question`, searched with its `embedding` (a pgvector literal)."""
+    """Evidence for `question`, searched with its `embedding`."""
 
     def _clip(text: str) -> str:
         cut = limits.item_chars

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from worker.config import EvidenceSettings, Settings
@@ -154,7 +155,7 @@ class Explanations:
         if vector is None:  # no ready vector yet: embed the question now for the search
             result = await self.client.embed([row["embedding_text"]], CallContext.for_job(job),
                                              role="query")
-            vector = "[" + ",".join(f"{x:.8g}" for x in result.vectors[0]) + "]"
+            vector = Vector(list(result.vectors[0]))
         found = await evidence.gather(conn, row, vector, self.reranker, self.limits)
         if found.empty():
             error = SkipJob("evidence_missing",
