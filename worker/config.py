@@ -65,7 +65,7 @@ class PromptSettings(BaseModel):
     directory: Path = Field(default=PROMPTS_DIR, validation_alias="WORKER_PROMPTS_DIR")
 
     def version_for(self, kind: str) -> str:
-        # an empty variable counts as unset, as it always has for these two
+        # an empty variable counts as unset
         return self.per_kind.get(kind) or self.version or "latest"
 
 
@@ -83,18 +83,10 @@ class Variables:
         values: dict[str, object] = {}
         collected = dict(self.collect)
         for name, field in section.model_fields.items():
-            if name in collected:
-                start = collected[name].lower()
-                found = {key[len(start):]: value for key, value in environ.items()
-                         if key.startswith(start) and value is not None}
-                if found:
-                    values[name] = found
-                continue
-            for variable in self._names(name, field):
-                value = environ.get(variable.lower())
-                if value is not None:
-                    values[name] = value
-                    break
+            value = (_starting_with(collected[name], environ) if name in collected
+                     else _first(self._names(name, field), environ))
+            if value is not None:
+                values[name] = value
         return values
 
     def _names(self, name: str, field: FieldInfo) -> list[str]:
@@ -104,6 +96,18 @@ class Variables:
         if isinstance(alias, str):
             return [alias]
         return [self.prefix + name]
+
+
+def _first(names: list[str], environ: Mapping[str, str | None]) -> str | None:
+    found = (environ.get(name.lower()) for name in names)
+    return next((value for value in found if value is not None), None)
+
+
+def _starting_with(prefix: str, environ: Mapping[str, str | None]) -> dict[str, str] | None:
+    start = prefix.lower()
+    found = {name[len(start):]: value for name, value in environ.items()
+             if name.startswith(start) and value is not None}
+    return found or None
 
 
 class _Sections(PydanticBaseSettingsSource):
