@@ -64,9 +64,6 @@ class HttpReranker:
         ranked = sorted(reply["results"], key=lambda r: -float(r["relevance_score"]))
         return [int(r["index"]) for r in ranked if 0 <= int(r["index"]) < len(texts)][:top]
 
-    async def aclose(self) -> None:
-        await self._client.close()
-
 
 def build_reranker(settings: RerankSettings) -> Reranker:
     if not settings.base_url:
