@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.config import Settings
+from worker.db import register_vector_types
 from worker.errors import ConfigError, OwnershipLost
 from worker.executor import Conn, Executor
 from worker.listener import Listener
@@ -137,6 +138,7 @@ class Worker:
 
         async def configure(conn: Conn) -> None:
             conn.prepare_threshold = 0  # the same few queries run all day
+            await register_vector_types(conn)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.dsn,
