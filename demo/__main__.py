@@ -21,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from worker import logs
-from worker.config import Settings, load_settings
+from worker.config import Settings, load_settings, secret_values
 from worker.db import check_pgvector, connect, database_url
 from worker.migrate import migrate, settings_variables
 from worker.queries import parse
@@ -179,6 +179,7 @@ def main() -> None:
     if "log_level" not in settings.model_fields_set:
         overrides["log_level"] = "warning"  # the demo's own report is the output
         settings = load_settings(**overrides)
+    logs.remember_secrets(secret_values(settings))
     logs.configure(settings.log_format, settings.log_level)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:

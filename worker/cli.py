@@ -15,9 +15,10 @@ from typing import Any
 
 import psycopg
 import structlog
+from pydantic import ValidationError
 
 from worker import embedded, logs
-from worker.config import Settings, load_settings
+from worker.config import Settings, load_settings, secret_values
 from worker.db import check_pgvector, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
 from worker.migrate import migrate, pending, settings_variables
@@ -231,8 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ValueError as exc:
-        print(f"configuration error: {logs.mask(str(exc)).splitlines()[0]}", file=sys.stderr)
+        print(f"configuration error: {_config_problem(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    logs.remember_secrets(secret_values(settings))
     # the worker logs to stdout for journald; one-shot commands keep stdout for their output
     logs.configure(settings.log_format, settings.log_level,
                    sys.stdout if args.command == "run" else sys.stderr)
@@ -254,3 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerError as exc:
         print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:  # anything else: one masked line, never a traceback with secrets
+        first = (logs.mask(str(exc)).strip().splitlines() or [""])[0]
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _config_problem(exc: ValueError) -> str:
+    """One line naming each setting that failed and why, never the value given."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                         for error in exc.errors())
+    return (logs.mask(str(exc)).splitlines() or [""])[0]

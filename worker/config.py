@@ -7,12 +7,16 @@ Every variable is listed, with its default and meaning, in docs/operations.md an
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -25,6 +29,10 @@ from pydantic_settings import (
 
 from worker.models.settings import ModelSettings
 from worker.paths import PROJECT_ROOT, PROMPTS_DIR
+
+# the password of a connection URI (up to the last "@") or of key=value pairs
+_URL_PASSWORD = re.compile(r"//[^:/@\s]*:(\S+)@")
+_KV_PASSWORD = re.compile(r"password\s*=\s*'?([^'\s]+)", re.IGNORECASE)
 
 _SECTION = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -213,6 +221,20 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings,
                 _Sections(settings_cls, environ), file_secret_settings)
 
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except psycopg.ProgrammingError:
+            # psycopg's reason quotes the URL or part of it, password included
+            raise ValueError("DATABASE_URL cannot be parsed: expected "
+                             "postgresql://user:password@host:port/database (percent-escape "
+                             "special characters) or key=value pairs") from None
+        return value
+
     @field_validator("plugins", "kinds", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -229,6 +251,19 @@ class Settings(BaseSettings):
                 raise ValueError("expected kind=number pairs separated by commas")
             return {kind.strip(): int(number) for kind, number in pairs}
         return value
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, as it may appear in text: the API keys, the database
+    URL and its password both as written and percent-decoded."""
+    keys = (settings.models.openai_api_key, settings.models.embed_api_key,
+            settings.rerank.api_key, settings.database_url)
+    values = [key.get_secret_value() for key in keys if key is not None]
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        for password in _URL_PASSWORD.findall(url) + _KV_PASSWORD.findall(url):
+            values += [password, unquote(password)]
+    return values
 
 
 def load_settings(**overrides: object) -> Settings:
