@@ -122,7 +122,14 @@ class LineWriter:
             if not lines:
                 return
             stream = self._stream or sys.stdout
-            stream.write("\n".join(lines) + "\n")
+            text = "\n".join(lines) + "\n"
+            try:
+                stream.write(text)
+            except UnicodeEncodeError:
+                # a character the stream cannot encode (a lone surrogate, or none of an
+                # ASCII terminal's): escaped, so no record of the batch is lost
+                encoding = getattr(stream, "encoding", None) or "utf-8"
+                stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
             stream.flush()
 
 

@@ -149,6 +149,27 @@ def test_log_lines_of_one_loop_step_are_written_together_and_in_order() -> None:
     assert stream.getvalue().endswith("outside a loop\n") and stream.writes == 3
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_a_record_the_stream_cannot_encode_loses_no_line(encoding: str) -> None:
+    """A lone surrogate (a model name from a lying server) or a character the stream's
+    encoding lacks: that line is written with the character escaped, and its batch-mates
+    are written as they are."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding, write_through=True)
+    writer = logs.LineWriter(stream)
+
+    async def main() -> None:
+        writer.msg("before")
+        writer.msg("model \ud800 \u00e9 \uc548")
+        writer.msg("after")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    lines = raw.getvalue().decode(encoding).splitlines()
+    assert lines[0] == "before" and lines[2] == "after", lines
+    assert lines[1].startswith("model \\ud800"), lines
+
+
 def test_changed_input_reruns_at_once_even_on_the_last_attempt() -> None:
     from worker.errors import InputChanged
 
