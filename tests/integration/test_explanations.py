@@ -420,3 +420,20 @@ def test_a_failing_prefetch_never_breaks_grading(dsn: str) -> None:
     assert _enqueued(dsn) == []
     # the prefetch's own writes rolled back with it: the question is not left pending
     assert _question(dsn, qid)["ai_explanation_status"] == "none"
+
+
+def test_the_content_fingerprint_cannot_be_fooled_by_a_separator_in_the_text(dsn: str) -> None:
+    """Moving text across a field boundary is an edit: the fingerprint must change even when
+    the text itself holds the character a naive join would separate fields with."""
+    with psycopg.connect(dsn) as conn:
+        pairs = [
+            (("Q", "A\x1fB", "c", "d", "e", 1), ("Q\x1fA", "B", "c", "d", "e", 1)),
+            (("Q", "", "c", "d", "e", 1), ("Q", None, "c", "d", "e", 1)),
+            (("Q", "c", "d", "e", "f", 1), ("Q", "c", "d", "e", "f", 2)),
+        ]
+        for left, right in pairs:
+            a, b = conn.execute(
+                "SELECT app.question_content_md5(%s, %s, %s, %s, %s, %s::smallint), "
+                "app.question_content_md5(%s, %s, %s, %s, %s, %s::smallint)",
+                (*left, *right)).fetchone() or (None, None)
+            assert a != b, (left, right)

@@ -298,7 +298,7 @@ $$;
 CREATE FUNCTION app.question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT md5(concat_ws(E'\x1f', p_text, p_c1, p_c2, p_c3, p_c4, p_key::text));
+    SELECT md5(jsonb_build_array(p_text, p_c1, p_c2, p_c3, p_c4, p_key)::text);
 $$;
 
 
