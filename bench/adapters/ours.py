@@ -20,7 +20,7 @@ from ourworker import bq, configure_logs, migrate_fresh, worker_settings
 
 from worker.job import Job
 from worker.loop import Worker
-from worker.registry import Conn, JobKind, Registry
+from worker.registry import JobConnection, JobKind, Registry
 
 NAME = "ours"
 KIND = "bench.noop"
@@ -72,7 +72,7 @@ async def producer(dsn: str) -> AsyncIterator[_Producer]:
 
 
 def registry(batch_size: int, concurrency: int) -> Registry:
-    async def noop(conn: Conn, job: Job) -> None:
+    async def noop(conn: JobConnection, job: Job) -> None:
         common.job_started(job.payload["i"])
 
     reg = Registry()

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.queries import q
-from worker.registry import Conn
+from worker.registry import JobConnection
 
 log = structlog.get_logger("worker.evidence")
 
@@ -136,7 +136,7 @@ class Evidence:
                 "questions": [i.brief(n) for n, i in enumerate(self.questions, 1)]}
 
 
-async def gather(conn: Conn, question: dict[str, Any], embedding: str,
+async def gather(conn: JobConnection, question: dict[str, Any], embedding: str,
                  reranker: Reranker, limits: EvidenceSettings | None = None) -> Evidence:
     """Evidence for `question`, searched with its `embedding` (a pgvector literal)."""
     limits = limits or EvidenceSettings()

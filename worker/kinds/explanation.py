@@ -18,7 +18,7 @@ from worker.models.settings import ModelSettings
 from worker.models.types import CallContext, CompletionRequest
 from worker.prompts import Prompt, load_prompt
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 KIND = "explanation"
@@ -74,7 +74,7 @@ class Explanations:
         self.reranker = reranker
         self.limits = limits or evidence.EvidenceSettings()
 
-    async def handle(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def handle(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: ExplanationArgs = job.args
         qid = args.question_id
         row = await (await conn.execute(q("explanation_question"), {"id": qid})).fetchone()
@@ -146,7 +146,7 @@ class Explanations:
         result = await self.client.embed([text], CallContext.for_job(job), role="query")
         return "[" + ",".join(f"{x:.8g}" for x in result.vectors[0]) + "]"
 
-    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+    async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if job.args is None:  # refused as bad_payload: no question to mark
             return
         qid = job.args.question_id

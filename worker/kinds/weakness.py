@@ -35,7 +35,7 @@ from worker.models.settings import ModelSettings
 from worker.models.types import CallContext, CompletionRequest, Message
 from worker.prompts import Prompt, load_prompt
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 __all__ = ["KIND", "RANK", "SUMMARY_MAX_CHARS", "SUMMARY_MAX_TOPICS", "kind", "merge",
@@ -235,7 +235,7 @@ class Analyzer:
         self.temperature = rf.temperature if rf and rf.temperature is not None \
             else DEFAULT_TEMPERATURE
 
-    async def run(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def run(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: WeaknessArgs = job.args
         quiz_id = args.quiz_id
         quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
