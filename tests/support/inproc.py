@@ -9,18 +9,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from worker.config import Settings
+from worker.executor import EventHook
 from worker.loop import Worker
 from worker.registry import Registry
 
 
 @contextlib.asynccontextmanager
-async def running_worker(dsn: str, registry: Registry, **overrides: Any) -> AsyncIterator[Worker]:
+async def running_worker(dsn: str, registry: Registry, *, on_event: EventHook | None = None,
+                         **overrides: Any) -> AsyncIterator[Worker]:
     values: dict[str, Any] = {
         "database_url": dsn, "worker_id": f"test-{uuid.uuid4().hex[:6]}", "poll_interval": 0.3,
         "shutdown_grace": 5.0, "retry_base": 0.05, "retry_cap": 0.2,
     }
     values.update(overrides)
-    worker = Worker(Settings(**values), dsn, registry)
+    worker = Worker(Settings(**values), dsn, registry, on_event=on_event)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
