@@ -142,12 +142,19 @@ WHERE id = ANY(%(attempt_ids)s::bigint[]) AND finished_at IS NULL;
 -- (worker/savepoints.py).
 SAVEPOINT worker_job;
 
+-- name: job_savepoint_next
+-- The next job's savepoint in place of the previous job's, whose writes join the claim: two
+-- statements in one round trip (sent without parameters, so as one simple query).
+RELEASE SAVEPOINT worker_job;
+SAVEPOINT worker_job;
+
 -- name: job_savepoint_release
--- Sent with the next job's SAVEPOINT: the previous job's writes join the claim.
+-- After a handler left the transaction aborted: the server refuses it, with the error the
+-- job then fails with.
 RELEASE SAVEPOINT worker_job;
 
 -- name: job_savepoint_rollback
--- A failed job: its writes are undone; the savepoint stays until the next job's release.
+-- A failed job: its writes are undone; the savepoint stays until the next job's.
 ROLLBACK TO SAVEPOINT worker_job;
 
 -- name: bookkeeping_setup
