@@ -116,6 +116,8 @@ class Worker:
     # -- run: open, start, wait for the stop, drain, close ----------------------------------
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Open the claim pool and LISTEN, register, start the helpers and the slots, then
+        wait for stop(); drain the claims in flight and close everything."""
         if not self.kinds:
             log.warning("no_job_kinds", hint="set WORKER_PLUGINS or install job kinds")
         pool = self._claim_pool()
