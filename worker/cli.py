@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from worker import embedded, logs
 from worker.config import Settings, load_settings
 from worker.db import check_pgvector, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
-from worker.migrate import migrate, pending
+from worker.migrate import migrate, pending, settings_variables
 from worker.queries import q
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -37,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn) as conn:
         check_pgvector(conn)
-        applied = migrate(conn)
+        applied = migrate(conn, variables=settings_variables(settings))
     if applied:
         for migration in applied:
             print(f"applied {migration.version:04d}_{migration.name}")
@@ -53,12 +52,12 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if args.offline:
             from worker.offline.stack import offline_models
 
-            os.environ.update(stack.enter_context(offline_models()))
+            settings = load_settings(**stack.enter_context(offline_models(settings)))
         dsn = stack.enter_context(database_url(settings))
         with connect(dsn) as conn:
             check_pgvector(conn)
             if args.migrate:
-                migrate(conn)
+                migrate(conn, variables=settings_variables(settings))
             missing = pending(conn)
             if missing:
                 raise ConfigError(
@@ -85,9 +84,8 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from worker.models.gate import lock_class
-    from worker.models.settings import load_model_settings
 
-    model_settings = load_model_settings()
+    model_settings = settings.models
     gate = model_settings.llm_gate_name or model_settings.chat_endpoint()
     with database_url(settings) as dsn, connect(dsn) as conn:
         stats = conn.execute(q("stats")).fetchall()

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.config import Settings
+from worker.db import register_vector_types
 from worker.errors import ConfigError, OwnershipLost
 from worker.executor import Conn, EventHook, Executor
 from worker.listener import Listener
@@ -150,6 +151,7 @@ class Worker:
         """One connection per slot: a claim holds its connection until it commits."""
         async def configure(conn: Conn) -> None:
             conn.prepare_threshold = 0  # the same few queries run all day
+            await register_vector_types(conn)
 
         size = max(sum(kind.concurrency for kind in self.kinds), 1)
         return AsyncConnectionPool(

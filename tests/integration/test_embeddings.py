@@ -11,12 +11,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgvector import Vector
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
 from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import DIM, cosine, responder, vector
+from worker.config import Settings
+from worker.db import aconnect, register_vector_types
 from worker.kinds import embedding
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
@@ -62,11 +66,12 @@ def model() -> Iterator[fake.FakeOpenAI]:
 async def embedding_worker(dsn: str, server: fake.FakeOpenAI, **overrides: Any
                            ) -> AsyncIterator[Any]:
     roles = bool(overrides.pop("roles", False))
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             embed_model="fake-embed", embed_dim=DIM, embed_input_type=roles)
-    client = build_client(settings, dsn)
+    settings = Settings(models=ModelSettings(
+        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key", embed_model="fake-embed",
+        embed_dim=DIM, embed_input_type=roles, embed_batch_size=32))
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(embedding.kind(client, batch_size=32, timeout=5, split_roles=roles))
+    registry.register(embedding.kind(settings, client))
     try:
         async with running_worker(dsn, registry, **overrides) as worker:
             yield worker
@@ -405,3 +410,22 @@ def test_a_final_failure_hook_does_not_wait_out_the_statement_timeout(dsn: str, 
 
 async def _sql_async(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
     return await asyncio.to_thread(_sql, dsn, query, params)
+
+
+def test_pgvector_types_are_registered_only_where_the_extension_exists(
+    dsn: str, empty_dsn: str
+) -> None:
+    """The claim pool's configure hook: a database not migrated yet has no `vector` type and
+    is left as it is (idle, nothing registered); a migrated one reads vectors back as
+    pgvector.Vector and takes them as parameters."""
+    async def main() -> None:
+        async with await aconnect(empty_dsn) as conn:
+            await register_vector_types(conn)
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        async with await aconnect(dsn) as conn:
+            await register_vector_types(conn)
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+            cur = await conn.execute("SELECT %s::vector AS v", (Vector([0.5, 1.0]),))
+            assert await cur.fetchone() == {"v": Vector([0.5, 1.0])}
+
+    asyncio.run(main())

@@ -19,6 +19,7 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr
 
 from tests.support import fake_openai as fo
+from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.job import Job, Outcome
 from worker.models import (
@@ -33,7 +34,6 @@ from worker.models import (
     ModelSettings,
     build_client,
     check_embedding_dimension,
-    load_model_settings,
 )
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
@@ -402,7 +402,7 @@ def test_a_client_built_from_settings_talks_to_the_configured_server(
     monkeypatch.setenv("WORKER_LLM_MODEL", "local-model")
     monkeypatch.setenv("WORKER_LLM_JSON_MODE", "json_object_schema")
     monkeypatch.setenv("WORKER_LLM_TIMEOUTS", "explanation=12")
-    settings = load_model_settings()
+    settings = load_settings().models
     assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
     assert settings.timeout_for("explanation") == 12.0
     assert settings.timeout_for("embedding") == 15.0

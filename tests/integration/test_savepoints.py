@@ -9,8 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.test_worker import _effect, _fetch, _none_pending, _registry
-from tests.support.inproc import running_worker, until
+from tests.support.inproc import effect, fetch, none_pending, registry_of, running_worker, until
 from worker.errors import FinalFailure
 from worker.job import Job
 from worker.registry import JobConnection, JobKind
@@ -23,23 +22,23 @@ async def _mixed(conn: JobConnection, job: Job) -> dict[str, Any]:
     if how == "idle":
         return {"touched": False}
     if how == "writes":
-        await _effect(conn, job, job.subject or "")
+        await effect(conn, job, job.subject or "")
     elif how == "writes_then_fails":
-        await _effect(conn, job, job.subject or "")
+        await effect(conn, job, job.subject or "")
         raise FinalFailure("bad_input", "wrote, then failed")
     elif how == "nested_then_fails":
         async with conn.transaction():  # psycopg's own savepoint, inside the job's
-            await _effect(conn, job, job.subject or "")
+            await effect(conn, job, job.subject or "")
         raise FinalFailure("bad_input", "nested block committed, then failed")
     elif how == "swallows_sql_error":
-        await _effect(conn, job, job.subject or "")
+        await effect(conn, job, job.subject or "")
         try:
             await conn.execute(b"SELECT 1 / 0")
         except psycopg.errors.DivisionByZero:
             pass  # returns "successfully" with the transaction aborted
     elif how == "pipeline":
         async with conn.pipeline():
-            await _effect(conn, job, job.subject or "")
+            await effect(conn, job, job.subject or "")
     elif how == "idle_fails":
         raise FinalFailure("bad_input", "failed without touching the connection")
     return {"touched": True}
@@ -56,12 +55,12 @@ def test_every_handler_shape_is_isolated_in_one_claim(dsn: str) -> None:
                     await conn.execute(
                         b"SELECT queue.enqueue('sp', %s, '{}'::jsonb, p_max_attempts => 1)",
                         (shape,))
-        async with running_worker(dsn, _registry(JobKind("sp", _mixed, batch_size=20))):
-            await until(lambda: _none_pending(dsn), message="claim finished")
-        jobs = {r["subject"]: r for r in await _fetch(
+        async with running_worker(dsn, registry_of(JobKind("sp", _mixed, batch_size=20))):
+            await until(lambda: none_pending(dsn), message="claim finished")
+        jobs = {r["subject"]: r for r in await fetch(
             dsn, "SELECT subject, status, error_code, result, attempts FROM queue.jobs "
                  "WHERE kind = 'sp'")}
-        effects = sorted(r["note"] for r in await _fetch(dsn, "SELECT note FROM test_effects"))
+        effects = sorted(r["note"] for r in await fetch(dsn, "SELECT note FROM test_effects"))
         assert effects == ["pipeline", "writes"]
         assert {s: r["status"] for s, r in jobs.items()} == {
             "idle": "completed", "writes": "completed", "writes_then_fails": "failed",
@@ -70,8 +69,8 @@ def test_every_handler_shape_is_isolated_in_one_claim(dsn: str) -> None:
         assert jobs["idle"]["result"] == {"touched": False}
         assert jobs["swallows_sql_error"]["error_code"] is not None
         assert all(r["attempts"] == 1 for r in jobs.values())
-        attempts = await _fetch(dsn, "SELECT count(*) AS n FROM queue.attempts "
-                                     "WHERE finished_at IS NULL")
+        attempts = await fetch(dsn, "SELECT count(*) AS n FROM queue.attempts "
+                                    "WHERE finished_at IS NULL")
         assert attempts[0]["n"] == 0
 
     asyncio.run(main())
@@ -123,7 +122,7 @@ def test_a_job_that_waits_past_lock_timeout_fails_alone(dsn: str) -> None:
     and a retry (db_conflict); its own write is undone and its claim-mates complete."""
 
     async def handler(conn: JobConnection, job: Job) -> dict[str, Any]:
-        await _effect(conn, job, job.subject or "")
+        await effect(conn, job, job.subject or "")
         if job.subject == "blocked":
             await conn.execute(b"SELECT pg_advisory_xact_lock(4242)")
         return {}
@@ -135,17 +134,17 @@ def test_a_job_that_waits_past_lock_timeout_fails_alone(dsn: str) -> None:
                 for subject in ("before", "blocked", "after"):
                     await app.execute(b"SELECT queue.enqueue('lk', %s)", (subject,))
             kind = JobKind("lk", handler, batch_size=10)
-            async with running_worker(dsn, _registry(kind), lock_timeout_ms=200,
+            async with running_worker(dsn, registry_of(kind), lock_timeout_ms=200,
                                       retry_base=30, retry_cap=30):
-                await until(lambda: _fetch(dsn, "SELECT 1 FROM queue.jobs WHERE kind = 'lk' "
-                                                "AND status = 'completed' HAVING count(*) = 2"),
+                await until(lambda: fetch(dsn, "SELECT 1 FROM queue.jobs WHERE kind = 'lk' "
+                                               "AND status = 'completed' HAVING count(*) = 2"),
                             message="the two free jobs completed")
-        jobs = {r["subject"]: r for r in await _fetch(
+        jobs = {r["subject"]: r for r in await fetch(
             dsn, "SELECT subject, status, error_code, attempts FROM queue.jobs "
                  "WHERE kind = 'lk'")}
         assert jobs["blocked"]["status"] == "pending"
         assert (jobs["blocked"]["error_code"], jobs["blocked"]["attempts"]) == ("db_conflict", 1)
-        effects = sorted(r["note"] for r in await _fetch(dsn, "SELECT note FROM test_effects"))
+        effects = sorted(r["note"] for r in await fetch(dsn, "SELECT note FROM test_effects"))
         assert effects == ["after", "before"]
 
     asyncio.run(main())
@@ -157,31 +156,31 @@ def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
     runs: list[int] = []
 
     async def handler(conn: JobConnection, job: Job) -> dict[str, Any]:
-        await _effect(conn, job, job.subject or "")
+        await effect(conn, job, job.subject or "")
         runs.append(job.id)
         if len(runs) == 1:
             # someone else closes this attempt while the claim still runs
-            await _fetch(dsn, "UPDATE queue.attempts SET finished_at = now(), "
-                              "outcome = 'released' WHERE id = %s RETURNING id",
-                         (job.attempt_id,))
+            await fetch(dsn, "UPDATE queue.attempts SET finished_at = now(), "
+                             "outcome = 'released' WHERE id = %s RETURNING id",
+                        (job.attempt_id,))
         return {"attempt": job.attempt}
 
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute(b"SELECT queue.enqueue('lost', 's', '{}'::jsonb, "
                                b"p_max_attempts => 3)")
-        async with running_worker(dsn, _registry(JobKind("lost", handler))):
-            await until(lambda: _none_pending(dsn, "lost"), message="job finished")
-        [job] = await _fetch(dsn, "SELECT id, status, result FROM queue.jobs "
-                                  "WHERE kind = 'lost'")
+        async with running_worker(dsn, registry_of(JobKind("lost", handler))):
+            await until(lambda: none_pending(dsn, "lost"), message="job finished")
+        [job] = await fetch(dsn, "SELECT id, status, result FROM queue.jobs "
+                                 "WHERE kind = 'lost'")
         # the first claim's write and outcome were rolled back; a later claim finished it
         # (the released attempt does not count, so the next one is numbered 1 again)
         assert job["status"] == "completed"
-        effects = await _fetch(dsn, "SELECT count(*) AS n FROM test_effects WHERE job_id = %s",
-                               (job["id"],))
+        effects = await fetch(dsn, "SELECT count(*) AS n FROM test_effects WHERE job_id = %s",
+                              (job["id"],))
         assert effects == [{"n": 1}]
-        outcomes = await _fetch(dsn, "SELECT outcome FROM queue.attempts WHERE job_id = %s "
-                                     "ORDER BY id", (job["id"],))
+        outcomes = await fetch(dsn, "SELECT outcome FROM queue.attempts WHERE job_id = %s "
+                                    "ORDER BY id", (job["id"],))
         assert [o["outcome"] for o in outcomes] == ["released", "completed"]
         assert len(runs) == 2
 

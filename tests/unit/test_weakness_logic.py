@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from worker.config import Settings
 from worker.errors import FinalFailure
 from worker.executor import parse_payload
 from worker.kinds import weakness as w
@@ -255,7 +256,7 @@ def test_a_payload_without_an_integer_quiz_id_is_a_final_bad_payload() -> None:
 
 
 def test_the_job_timeout_covers_a_repair_retry() -> None:
-    settings = ModelSettings(llm_timeouts={"weakness_analysis": 40.0})
-    made = w.kind(ModelClient(), settings)
+    settings = Settings(models=ModelSettings(llm_timeouts={"weakness_analysis": 40.0}))
+    made = w.kind(settings, ModelClient())
     assert made.name == w.KIND and made.batch_size == 1
     assert made.timeout > 2 * 40

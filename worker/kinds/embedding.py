@@ -9,8 +9,10 @@ import hashlib
 from typing import Any, Literal
 
 import psycopg
+from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, StrictInt
 
+from worker.config import Settings
 from worker.dberrors import connection_lost
 from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job, Outcome
@@ -44,10 +46,6 @@ class EmbeddingArgs(BaseModel):
 def _target(job: Job) -> tuple[str, int]:
     args: EmbeddingArgs = job.args
     return args.source, args.id
-
-
-def _vector_literal(vector: tuple[float, ...]) -> str:
-    return "[" + ",".join(f"{x:.8g}" for x in vector) + "]"
 
 
 class Embeddings:
@@ -132,7 +130,7 @@ class Embeddings:
         try:
             async with conn.transaction():
                 cur = await conn.execute(q(_SOURCES[source]), {
-                    "id": row_id, "embedding": _vector_literal(vector),
+                    "id": row_id, "embedding": Vector(list(vector)),
                     "model": model, "text_md5": text_md5,
                 })
                 written = cur.rowcount == 1
@@ -166,9 +164,12 @@ class Embeddings:
         await conn.execute(q(_FAILED[source]), {"id": row_id})
 
 
-def kind(client: ModelClient, batch_size: int, timeout: float,
-         split_roles: bool = False) -> JobKind:
-    embeddings = Embeddings(client, split_roles)
+def kind(settings: Settings, client: ModelClient) -> JobKind:
+    """The embedding kind: a claim's batch is one model request (WORKER_EMBED_BATCH_SIZE),
+    so its job timeout covers reading the batch, the model round trips and the writes."""
+    models = settings.models
+    embeddings = Embeddings(client, models.embed_input_type)
     return JobKind(KIND, batch_handler=embeddings.run, payload_model=EmbeddingArgs,
                    on_final_failure=embeddings.on_final_failure,
-                   batch_size=batch_size, concurrency=2, timeout=timeout)
+                   batch_size=models.embed_batch_size, concurrency=2,
+                   timeout=2 * models.timeout_for(KIND) + 10)
