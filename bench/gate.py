@@ -52,12 +52,12 @@ async def worker_main(dsn: str, concurrency: int) -> None:
     from worker.job import Job
     from worker.loop import Worker
     from worker.models import CallContext, CompletionRequest, Message, build_client
-    from worker.registry import Conn, JobKind, Registry
+    from worker.registry import JobConnection, JobKind, Registry
 
     configure_logs(f"gate-c{concurrency}")
     client = build_client(load_settings().models, dsn)
 
-    async def call_model(conn: Conn, job: Job) -> dict[str, Any]:
+    async def call_model(conn: JobConnection, job: Job) -> dict[str, Any]:
         result = await client.complete(
             CompletionRequest[Answer](
                 messages=(Message(role="system", content="Answer as JSON: {\"ok\": true}"),

@@ -116,14 +116,14 @@ def outcome(exc: BaseException, attempt: int, max_attempts: int = 2) -> Outcome:
 
 def assert_retried_then_failed(exc: BaseException, code: str) -> None:
     first = outcome(exc, attempt=1)
-    assert (first.status, first.outcome, first.error_code) == ("pending", "retry", code)
+    assert (first.status, first.attempt_outcome, first.error_code) == ("pending", "retry", code)
     last = outcome(exc, attempt=2)
     assert (last.status, last.error_code) == ("failed", code)
 
 
 def assert_failed_at_once(exc: BaseException, code: str) -> None:
     first = outcome(exc, attempt=1)
-    assert (first.status, first.outcome, first.error_code) == ("failed", "failed", code)
+    assert (first.status, first.attempt_outcome, first.error_code) == ("failed", "failed", code)
 
 
 # -- success paths ------------------------------------------------------------------------------

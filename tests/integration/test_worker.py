@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from tests.support.inproc import (
     AConn,
@@ -16,9 +21,12 @@ from tests.support.inproc import (
     running_worker,
     until,
 )
+from worker.attempts import Bookkeeper
 from worker.errors import FinalFailure, RetryLater
+from worker.executor import Executor
 from worker.job import Job
-from worker.registry import JobKind
+from worker.registry import JobConnection, JobKind
+from worker.wakeup import SlotWaker
 
 
 async def _enqueue(dsn: str, kind: str, subject: str | None = None,
@@ -41,7 +49,7 @@ async def _effects(dsn: str, job_id: int) -> list[dict[str, Any]]:
                        (job_id,))
 
 
-async def _ok(conn: AConn, job: Job) -> dict[str, Any]:
+async def _ok(conn: JobConnection, job: Job) -> dict[str, Any]:
     await effect(conn, job)
     return {"done": job.id}
 
@@ -63,26 +71,32 @@ def test_notify_wakes_an_idle_worker(dsn: str) -> None:
 def test_a_notification_wakes_one_slot_and_a_full_claim_wakes_the_next(dsn: str) -> None:
     """One NOTIFY for a burst wakes one slot; its claim comes back full, so it wakes another
     slot before running its jobs, and the burst fans out over all three slots at once."""
-    started: list[tuple[str, float]] = []
+    running: set[int] = set()  # the claims (their backends) whose job is running now
+    fanned_out = asyncio.Event()
+    go_on = asyncio.Event()
 
-    async def slow(conn: AConn, job: Job) -> dict[str, Any]:
-        started.append((job.subject or "", asyncio.get_running_loop().time()))
-        await asyncio.sleep(0.5)
+    async def held(conn: JobConnection, job: Job) -> dict[str, Any]:
+        running.add(conn.info.backend_pid)
+        if len(running) == 3:
+            fanned_out.set()
+        await go_on.wait()
+        running.discard(conn.info.backend_pid)
         return {}
 
     async def main() -> None:
-        kind = JobKind("fan", slow, batch_size=2, concurrency=3)
+        kind = JobKind("fan", held, batch_size=2, concurrency=3)
         # the poll would take a minute: only notifications and the cascade can start them
         async with running_worker(dsn, registry_of(kind), poll_interval=60):
             async with await aconnect(dsn) as conn, conn.transaction():
                 for i in range(6):
                     await conn.execute(b"SELECT queue.enqueue('fan', %s)", (f"burst{i}",))
+            # three claims of two, each holding its first job: all three slots took a claim
+            await asyncio.wait_for(fanned_out.wait(), 10)
+            go_on.set()
             await until(lambda: none_pending(dsn, "fan"), within=10, message="burst done")
-            burst = sorted(t for s, t in started if s.startswith("burst"))
-            # three claims of two ran side by side (a claim runs its jobs one after the
-            # other): three jobs started at once, the other three one job's time later
-            assert len(burst) == 6
-            assert burst[2] - burst[0] < 0.3 and burst[5] - burst[0] < 0.8
+        rows = await fetch(dsn, "SELECT count(*) AS n FROM queue.jobs "
+                                "WHERE kind = 'fan' AND status = 'completed'")
+        assert rows == [{"n": 6}]
 
     asyncio.run(main())
 
@@ -120,7 +134,7 @@ def test_a_terminated_listen_connection_is_reestablished(dsn: str) -> None:
 
 
 def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> None:
-    async def fails(conn: AConn, job: Job) -> None:
+    async def fails(conn: JobConnection, job: Job) -> None:
         await effect(conn, job, "written before the failure")
         raise RuntimeError("handler broke")
 
@@ -143,10 +157,10 @@ def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> N
 
 
 def test_final_failures_are_not_retried_and_retry_after_is_honoured(dsn: str) -> None:
-    async def final(conn: AConn, job: Job) -> None:
+    async def final(conn: JobConnection, job: Job) -> None:
         raise FinalFailure("guard_fail", "the model picked 3, the key is 2")
 
-    async def later(conn: AConn, job: Job) -> None:
+    async def later(conn: JobConnection, job: Job) -> None:
         raise RetryLater("rate_limited", "slow down", delay=3600)
 
     async def main() -> None:
@@ -169,7 +183,7 @@ def test_final_failures_are_not_retried_and_retry_after_is_honoured(dsn: str) ->
 
 
 def test_one_failure_in_a_batch_does_not_sink_the_others(dsn: str) -> None:
-    async def mixed(conn: AConn, job: Job) -> dict[str, Any]:
+    async def mixed(conn: JobConnection, job: Job) -> dict[str, Any]:
         await effect(conn, job)
         if job.payload.get("bad"):
             raise FinalFailure("bad_input", "cannot")
@@ -196,7 +210,7 @@ def test_one_failure_in_a_batch_does_not_sink_the_others(dsn: str) -> None:
 
 
 def test_a_handler_past_its_timeout_is_stopped_and_retried(dsn: str) -> None:
-    async def slow(conn: AConn, job: Job) -> None:
+    async def slow(conn: JobConnection, job: Job) -> None:
         await effect(conn, job)
         await asyncio.sleep(30)
 
@@ -216,7 +230,7 @@ def test_a_completion_that_lost_its_claim_writes_nothing(dsn: str) -> None:
     started: asyncio.Queue[int] = asyncio.Queue()
     go_on = asyncio.Event()
 
-    async def handler(conn: AConn, job: Job) -> dict[str, Any]:
+    async def handler(conn: JobConnection, job: Job) -> dict[str, Any]:
         if job.attempt == 1:
             await started.put(conn.info.backend_pid)
             await go_on.wait()
@@ -246,7 +260,7 @@ def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
     """idle_in_transaction_session_timeout is the backstop for a wedged handler, one that
     blocks the event loop so that even the job's own timeout cannot stop it."""
 
-    async def handler(conn: AConn, job: Job) -> None:
+    async def handler(conn: JobConnection, job: Job) -> None:
         if job.attempt == 1:
             time.sleep(3)  # noqa: ASYNC251 - a wedged handler holds the claim idle
         await effect(conn, job, f"attempt {job.attempt}")
@@ -333,5 +347,56 @@ def test_a_job_scheduled_for_later_runs_when_due_not_at_the_next_poll(dsn: str) 
                         message="the scheduled job ran")
         row = await _job(dsn, job)
         assert row["started_at"] >= row["run_at"]
+
+    asyncio.run(main())
+
+
+def test_a_claim_on_a_later_clock_takes_a_job_scheduled_for_then(dsn: str) -> None:
+    """claim_jobs compares run_at with the executor's clock when it has one: a job due in an
+    hour is claimed by a claim whose clock runs two hours ahead, without waiting for it."""
+
+    async def main() -> None:
+        rows = await fetch(dsn, "SELECT queue.enqueue('k', 'later', '{}', "
+                                "p_run_at => now() + interval '1 hour') AS id")
+        job = int(rows[0]["id"])
+        kind, waker = JobKind("k", _ok), SlotWaker(poll_interval=60)
+        bookkeeper = Bookkeeper(dsn, "test:attempts")
+        pool = AsyncConnectionPool(dsn, connection_class=AConn, min_size=1, max_size=1,
+                                   kwargs={"row_factory": dict_row}, open=False)
+        two_hours_on = datetime.now(UTC) + timedelta(hours=2)
+
+        def executor(clock: Callable[[], datetime] | None) -> Executor:
+            return Executor(pool=pool, bookkeeper=bookkeeper, worker_id="test-clock",
+                            retry_base=0.05, retry_cap=0.2, stopping=asyncio.Event(),
+                            clock=clock)
+
+        async with pool:
+            assert await executor(None).run_once(kind, waker) == 0  # the server's now()
+            assert await executor(lambda: two_hours_on).run_once(kind, waker) == 1
+        await bookkeeper.close()
+        row = await _job(dsn, job)
+        assert row["status"] == "completed" and row["result"] == {"done": job}
+        assert row["started_at"] < row["run_at"]
+
+    asyncio.run(main())
+
+
+def test_the_debug_hook_sees_a_job_through_every_step_in_order(dsn: str) -> None:
+    events: list[tuple[str, int | None, float]] = []
+
+    async def main() -> None:
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=60,
+                                  on_event=lambda *event: events.append(event)):
+            job = await _enqueue(dsn, "k", "traced")
+            await until(lambda: _status(dsn, job, "completed"), within=10,
+                        message="job completed")
+            await until(lambda: _committed(job), within=10, message="commit seen")
+        steps = [name for name, job_id, _ in events if job_id in (job, None)]
+        assert steps == ["notified", "claimed", "recorded", "started", "finished", "committed"]
+        stamps = [at for _, job_id, at in events if job_id in (job, None)]
+        assert stamps == sorted(stamps)
+
+    async def _committed(job: int) -> bool:
+        return ("committed", job) in [(name, job_id) for name, job_id, _ in events]
 
     asyncio.run(main())

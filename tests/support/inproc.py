@@ -13,21 +13,23 @@ import psycopg
 from psycopg.rows import dict_row
 
 from worker.config import Settings
+from worker.executor import EventHook
 from worker.job import Job
 from worker.loop import Worker
-from worker.registry import JobKind, Registry
+from worker.registry import JobConnection, JobKind, Registry
 
 AConn = psycopg.AsyncConnection[dict[str, Any]]
 
 
 @contextlib.asynccontextmanager
-async def running_worker(dsn: str, registry: Registry, **overrides: Any) -> AsyncIterator[Worker]:
+async def running_worker(dsn: str, registry: Registry, *, on_event: EventHook | None = None,
+                         **overrides: Any) -> AsyncIterator[Worker]:
     values: dict[str, Any] = {
         "database_url": dsn, "worker_id": f"test-{uuid.uuid4().hex[:6]}", "poll_interval": 0.3,
         "shutdown_grace": 5.0, "retry_base": 0.05, "retry_cap": 0.2,
     }
     values.update(overrides)
-    worker = Worker(Settings(**values), dsn, registry)
+    worker = Worker(Settings(**values), dsn, registry, on_event=on_event)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -74,7 +76,7 @@ async def fetch(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]
         return await cur.fetchall()
 
 
-async def effect(conn: AConn, job: Job, note: str = "") -> None:
+async def effect(conn: JobConnection, job: Job, note: str = "") -> None:
     """The side effect of a test handler, written inside the job's claim (test_effects)."""
     await conn.execute(b"INSERT INTO test_effects (job_id, attempt, worker_pid, note) "
                        b"VALUES (%s, %s, 0, %s)", (job.id, job.attempt, note))

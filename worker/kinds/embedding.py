@@ -20,7 +20,7 @@ from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal
 from worker.models.types import CallContext
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 
 KIND = "embedding"
 # longer inputs are cut: bge-m3 reads about 8k tokens, and a 1 MB paste must not sink a batch
@@ -54,7 +54,7 @@ class Embeddings:
         # one model call per role when the server distinguishes query and passage
         self.split_roles = split_roles
 
-    async def run(self, conn: Conn, jobs: list[Job]) -> dict[int, Result]:
+    async def run(self, conn: JobConnection, jobs: list[Job]) -> dict[int, Result]:
         results: dict[int, Result] = {}
         targets: dict[int, tuple[str, int]] = {}
         for job in jobs:
@@ -124,7 +124,7 @@ class Embeddings:
             return single
         return [(vector, result.model) for vector in result.vectors]
 
-    async def _write(self, conn: Conn, target: tuple[str, int], vector: tuple[float, ...],
+    async def _write(self, conn: JobConnection, target: tuple[str, int], vector: tuple[float, ...],
                      model: str, text_md5: str, info: dict[str, Any]) -> Result:
         source, row_id = target
         try:
@@ -155,7 +155,7 @@ class Embeddings:
                             f"{source} {row_id} was edited while it was embedded; "
                             "embedding the new text")
 
-    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+    async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if outcome.status != "failed":
             return
         if job.args is None:  # refused as bad_payload: no row to mark

@@ -12,7 +12,7 @@ from pgvector import Vector
 
 from worker.config import EvidenceSettings, RerankSettings
 from worker.queries import q
-from worker.registry import Conn
+from worker.registry import JobConnection
 
 log = structlog.get_logger("worker.evidence")
 
@@ -107,7 +107,7 @@ class Evidence:
                 "questions": [i.brief(n) for n, i in enumerate(self.questions, 1)]}
 
 
-async def gather(conn: Conn, question: dict[str, Any], embedding: Vector,
+async def gather(conn: JobConnection, question: dict[str, Any], embedding: Vector,
                  reranker: Reranker, limits: EvidenceSettings) -> Evidence:
     """Evidence for `question`, searched with its `embedding`."""
 

@@ -19,7 +19,7 @@ from worker.models.client import ModelClient
 from worker.models.types import CallContext, CompletionResult
 from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 KIND = "explanation"
@@ -73,7 +73,7 @@ def _cached(row: dict[str, Any], args: ExplanationArgs) -> bool:
                 and not args.regenerate)
 
 
-async def load(conn: Conn, qid: int) -> dict[str, Any]:
+async def load(conn: JobConnection, qid: int) -> dict[str, Any]:
     """The question as it is now; a question that cannot be explained ends the job here."""
     row = await (await conn.execute(q("explanation_question"), {"id": qid})).fetchone()
     if row is None:
@@ -86,7 +86,7 @@ async def load(conn: Conn, qid: int) -> dict[str, Any]:
     return row
 
 
-async def guard(conn: Conn, row: dict[str, Any], facts: dict[str, Any],
+async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
                 answer: Envelope) -> dict[str, Any]:
     """Lock the question and check the answer against the key it has now: an edit since
     `load` means the answer is about other content. Returns the facts with the key."""
@@ -108,7 +108,7 @@ async def guard(conn: Conn, row: dict[str, Any], facts: dict[str, Any],
     return facts
 
 
-async def write(conn: Conn, qid: int, answer: Envelope, model: str,
+async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
                 facts: dict[str, Any]) -> dict[str, Any]:
     """Publish the explanation, capped, and return the job's result."""
     text, capped = cap(answer.explanation_md)
@@ -139,7 +139,7 @@ class Explanations:
         self.reranker = reranker
         self.limits = limits
 
-    async def handle(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def handle(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: ExplanationArgs = job.args
         row = await load(conn, args.question_id)
         if _cached(row, args):
@@ -149,7 +149,7 @@ class Explanations:
         facts = await guard(conn, row, _facts(answer, self.prompt, found), answer.value)
         return await write(conn, row["id"], answer.value, answer.model, facts)
 
-    async def gather(self, conn: Conn, row: dict[str, Any], job: Job) -> evidence.Evidence:
+    async def gather(self, conn: JobConnection, row: dict[str, Any], job: Job) -> evidence.Evidence:
         """The course's evidence for the question; none at all skips the job."""
         vector = row["embedding"]
         if vector is None:  # no ready vector yet: embed the question now for the search
@@ -175,7 +175,7 @@ class Explanations:
         return await self.client.complete(
             request, CallContext.for_job(job, prompt_version=self.prompt.version))
 
-    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+    async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if job.args is None:  # refused as bad_payload: no question to mark
             return
         qid = job.args.question_id

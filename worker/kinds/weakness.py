@@ -34,7 +34,7 @@ from worker.models.client import ModelClient
 from worker.models.types import CallContext, Message
 from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 __all__ = ["KIND", "RANK", "SUMMARY_MAX_CHARS", "SUMMARY_MAX_TOPICS", "kind", "merge",
@@ -231,7 +231,7 @@ class Analyzer:
         self.client = client
         self.prompt = prompt
 
-    async def run(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def run(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: WeaknessArgs = job.args
         quiz_id = args.quiz_id
         quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
