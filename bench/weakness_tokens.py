@@ -19,7 +19,7 @@ from tests.support import fake_openai as fake
 from tests.support.inproc import running_worker, until
 from worker import logs
 from worker.config import Settings, load_settings
-from worker.db import check_pgvector, connect, database_url
+from worker.db import check_server, connect, database_url
 from worker.kinds import weakness, weakness_store
 from worker.migrate import migrate
 from worker.models.build import build_client
@@ -190,7 +190,7 @@ def main() -> None:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
             dsn = make_conninfo(server_dsn, dbname=BENCH_DB)
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             migrate(conn)
             conn.commit()
         with fake.FakeOpenAI() as server:

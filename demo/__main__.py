@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from worker import logs
 from worker.config import Settings, load_settings, secret_values
-from worker.db import check_pgvector, connect, database_url
+from worker.db import check_server, connect, database_url
 from worker.migrate import migrate, settings_variables
 from worker.queries import parse
 from worker.runner import assembled_worker
@@ -195,7 +195,7 @@ def main() -> None:
         server_dsn = stack.enter_context(database_url(settings))
         dsn = _fresh_database(server_dsn)
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             migrate(conn, variables=settings_variables(settings))
         with _connect(dsn) as conn:
             sample = load_sample(conn)

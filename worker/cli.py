@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from worker import embedded, logs
 from worker.config import Settings, load_settings, secret_values
-from worker.db import check_pgvector, connect, database_url
+from worker.db import check_server, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
 from worker.migrate import migrate, pending, settings_variables
 from worker.queries import q
@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn) as conn:
-        check_pgvector(conn)
+        check_server(conn)
         applied = migrate(conn, variables=settings_variables(settings))
     if applied:
         for migration in applied:
@@ -56,7 +56,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             settings = load_settings(**stack.enter_context(offline_models(settings)))
         dsn = stack.enter_context(database_url(settings))
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             if args.migrate:
                 migrate(conn, variables=settings_variables(settings))
             missing = pending(conn)

@@ -50,7 +50,15 @@ async def register_vector_types(conn: psycopg.AsyncConnection[Any]) -> None:
         await register_vector_async(conn)
 
 
-def check_pgvector(conn: psycopg.Connection[dict[str, Any]]) -> None:
+def check_server(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """The server can hold this schema: UTF8 text and the pgvector extension."""
+    row = conn.execute(q("server_encoding")).fetchone()
+    if row and row["encoding"] != "UTF8":
+        raise ConfigError(
+            f"the database's encoding is {row['encoding']}; the worker needs a UTF8 database "
+            "(text from the models and the fingerprints of what was embedded or explained "
+            "assume it): CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0"
+        )
     row = conn.execute(q("pgvector_available")).fetchone()
     if not row or not row["available"]:
         raise ConfigError(

@@ -182,3 +182,20 @@ def test_an_unexpected_error_is_one_masked_line_not_a_traceback(dsn: str,
     assert "Hunter2Pw" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert "RuntimeError: rejected key ***" in result.stderr
+
+
+def test_a_database_that_is_not_utf8_is_refused_at_start(pg_server: str) -> None:
+    from tests.support import db as testdb
+
+    name = "euc_kr_refused"
+    testdb.drop_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'EUC_KR' "
+                     "LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        for command in (["migrate"], ["run", "--migrate"]):
+            result = _cli(*command, env={"DATABASE_URL": testdb.dsn_for(pg_server, name)})
+            assert result.returncode == 3, result.stderr
+            assert "EUC_KR" in result.stderr and "UTF8" in result.stderr, result.stderr
+    finally:
+        testdb.drop_database(pg_server, name)

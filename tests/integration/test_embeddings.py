@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -429,3 +430,45 @@ def test_pgvector_types_are_registered_only_where_the_extension_exists(
             assert await cur.fetchone() == {"v": Vector([0.5, 1.0])}
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def euc_kr_dsn(pg_server: str) -> Iterator[str]:
+    """A migrated database whose server encoding is EUC_KR (the worker refuses to start on
+    one; the embedding kind must still not loop on it)."""
+    from tests.support import db as testdb
+    from worker.migrate import migrate
+
+    name = f"k_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'EUC_KR' "
+                     "LC_COLLATE 'C' LC_CTYPE 'C'")
+    url = testdb.dsn_for(pg_server, name)
+    # the migrations are UTF-8 text: sent as such, the server converts them
+    with psycopg.connect(url, row_factory=dict_row, client_encoding="UTF8") as conn:
+        migrate(conn)
+    yield url
+    testdb.drop_database(pg_server, name)
+
+
+def test_on_a_non_utf8_database_a_korean_question_is_embedded_once(
+        euc_kr_dsn: str, model: Any) -> None:
+    """The fingerprint of the embedded text is computed by the server on both sides of the
+    check: a client hashing UTF-8 against a server hashing EUC_KR bytes saw every write as an
+    edit and re-embedded at once, forever, without using attempts."""
+    # the test's own statements are UTF-8 text; the worker's session keeps the database's
+    # encoding as its client encoding
+    as_utf8 = psycopg.conninfo.make_conninfo(euc_kr_dsn, client_encoding="UTF8")
+    course = _course(as_utf8)
+    qid = _question(as_utf8, course, "변압기의 철손은?")
+
+    async def main() -> None:
+        async with embedding_worker(euc_kr_dsn, model):
+            await until(lambda: _all_finished(as_utf8), within=20)
+
+    asyncio.run(main())
+    assert _sql(as_utf8, "SELECT embedding_status FROM app.questions WHERE id = %s",
+                (qid,)) == [{"embedding_status": "ready"}]
+    attempts = _sql(as_utf8, "SELECT outcome FROM queue.attempts ORDER BY id")
+    assert [a["outcome"] for a in attempts] == ["completed"], attempts
+    assert len(model.requests) == 1

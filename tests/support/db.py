@@ -21,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from worker import embedded
-from worker.db import check_pgvector, connect
+from worker.db import check_server, connect
 from worker.migrate import migrate
 from worker.queries import parse
 
@@ -108,7 +108,7 @@ def drop_database(admin_dsn: str, name: str) -> None:
 def build_template(admin_dsn: str, name: str) -> None:
     dsn = create_database(admin_dsn, name)
     with connect(dsn) as conn:
-        check_pgvector(conn)
+        check_server(conn)
         migrate(conn)
         conn.execute((SUPPORT / "schema.sql").read_bytes())
         conn.commit()

@@ -5,7 +5,6 @@ A row's vector is written only while its text is still the text that was embedde
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import psycopg
@@ -79,8 +78,7 @@ class Embeddings:
                 results[job.id] = FinalFailure("bad_input", f"{source} {row_id} has no text")
             else:
                 text = row["text"]
-                todo.append((job, text[:MAX_CHARS], hashlib.md5(text.encode()).hexdigest(),
-                             len(text) > MAX_CHARS))
+                todo.append((job, text[:MAX_CHARS], row["text_md5"], len(text) > MAX_CHARS))
         if not todo:
             return results
 
