@@ -48,16 +48,16 @@ class Answer(BaseModel):
 
 async def worker_main(dsn: str, concurrency: int) -> None:
     """One worker process: the bench.llm kind on the real model client and gate."""
+    from worker.config import load_settings
     from worker.job import Job
     from worker.loop import Worker
     from worker.models import CallContext, CompletionRequest, Message, build_client
-    from worker.models.settings import load_model_settings
-    from worker.registry import Conn, JobKind, Registry
+    from worker.registry import JobConnection, JobKind, Registry
 
     configure_logs(f"gate-c{concurrency}")
-    client = build_client(load_model_settings(), dsn)
+    client = build_client(load_settings().models, dsn)
 
-    async def call_model(conn: Conn, job: Job) -> dict[str, Any]:
+    async def call_model(conn: JobConnection, job: Job) -> dict[str, Any]:
         result = await client.complete(
             CompletionRequest[Answer](
                 messages=(Message(role="system", content="Answer as JSON: {\"ok\": true}"),

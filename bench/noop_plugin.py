@@ -4,12 +4,12 @@ the shared registry, so the real `python -m worker run` process can be loaded wi
 from __future__ import annotations
 
 from worker.job import Job
-from worker.registry import Conn, JobKind, Registry
+from worker.registry import JobConnection, JobKind, Registry
 
 KIND = "bench.noop"
 
 
-async def noop(conn: Conn, job: Job) -> None:
+async def noop(conn: JobConnection, job: Job) -> None:
     """Does nothing; the pipeline around it (claim, attempt, savepoint, finish) is the load."""
 
 

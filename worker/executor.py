@@ -1,7 +1,8 @@
 """One claim, start to end: lock due jobs, count the attempts, run the handlers, commit.
 
 Every job's domain writes and its terminal status commit together, in the claiming
-transaction; each job runs in a savepoint so one failure does not sink the others.
+transaction; each job runs in its own savepoint (savepoints.py) so one failure does not
+sink the others.
 """
 
 from __future__ import annotations
@@ -9,27 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import structlog
-from pydantic import BaseModel, ValidationError
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ValidationError
 
 from worker import dberrors, metrics
 from worker.attempts import Bookkeeper
-from worker.errors import FinalFailure, JobError, OwnershipLost
+from worker.errors import FinalFailure, JobError
+from worker.finish import Finished, abandon, finish
 from worker.job import Job, Outcome
 from worker.queries import q
 from worker.registry import JobKind
 from worker.retry import classify
-from worker.savepoints import ClaimConnection
+from worker.savepoints import JobSavepoint
+from worker.wakeup import SlotWaker
 
 log = structlog.get_logger("worker.executor")
 
-Conn = ClaimConnection
+# the claiming transaction's connection, as the pool hands it out
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+# A debug hook, called with (event, job id, time.monotonic()) as a job passes each step:
+# "claimed" (the claim returned it), "recorded" (its attempt row committed), "started" (its
+# handler is called), "finished" (its outcome is known), "committed" (the claim's COMMIT
+# returned); the worker adds "notified" (job id None) for each NOTIFY naming a kind. It runs
+# on the event loop, inline: keep it to appending a timestamp.
+EventHook = Callable[[str, int | None, float], None]
 
 
 def decode_payload(text: str) -> dict[str, Any]:
@@ -66,155 +77,221 @@ def parse_payload(
             f"{first['msg']}); got {payload!r}"[:300]) from None
 
 
+@dataclass
+class Claimed:
+    """A claim's jobs, sorted by what their recorded attempts allow."""
+
+    runnable: list[Job] = field(default_factory=list)
+    # every allowed attempt was started and none finished
+    lost: list[Job] = field(default_factory=list)
+    # the payload does not fit the kind: the job fails without reaching its handler
+    refused: list[tuple[Job, FinalFailure]] = field(default_factory=list)
+
+
+def claimed_jobs(
+    kind: JobKind, rows: list[dict[str, Any]], recorded: list[dict[str, Any]]
+) -> Claimed:
+    """The claim's jobs, in the claim's order, built from the claimed rows and the attempts
+    recorded for them (record_attempts)."""
+    attempts = {rec["job_id"]: rec for rec in recorded}
+    claimed = Claimed()
+    for row in rows:
+        rec = attempts[row["id"]]
+        try:
+            (payload, args), refusal = parse_payload(row["payload"], kind.payload_model), None
+        except FinalFailure as exc:
+            payload, args, refusal = {}, None, exc
+        job = Job(
+            id=row["id"], kind=row["kind"], subject=row["subject"],
+            payload=payload, priority=row["priority"],
+            max_attempts=row["max_attempts"], created_at=row["created_at"],
+            attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"], args=args,
+        )
+        if job.attempt_id is None:
+            claimed.lost.append(job)
+        elif refusal is not None:
+            claimed.refused.append((job, refusal))
+        else:
+            claimed.runnable.append(job)
+    return claimed
+
+
+def _attempt_ids(jobs: Iterable[Job]) -> list[int]:
+    return [job.attempt_id for job in jobs if job.attempt_id is not None]
+
+
 class Executor:
+    """Runs one claim at a time per call of run_once; a worker's slots share one."""
+
     def __init__(
         self,
+        *,
         pool: AsyncConnectionPool[Conn],
         bookkeeper: Bookkeeper,
         worker_id: str,
         retry_base: float,
         retry_cap: float,
-        stopping: Callable[[], bool],
-        wake_later: Callable[[str, float], None] = lambda kind, delay: None,
-        claimed_full: Callable[[str], None] = lambda kind: None,
+        stopping: asyncio.Event,
+        clock: Callable[[], datetime] | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
+        """`stopping`: once set, jobs of a claim that have not started are given back.
+        `clock`: the time claims compare run_at against (None: the server's now()), so a
+        test can claim a job scheduled for later without waiting for it."""
         self._pool = pool
         self._bookkeeper = bookkeeper
         self._worker_id = worker_id
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._stopping = stopping
-        self._wake_later = wake_later
-        self._claimed_full = claimed_full
+        self._clock = clock
+        self._on_event = on_event
 
-    async def run_once(self, kind: JobKind) -> int:
-        """Claim up to kind.batch_size due jobs and see them through; returns how many."""
+    async def run_once(self, kind: JobKind, waker: SlotWaker) -> int:
+        """Claim up to kind.batch_size due jobs and see them through; returns how many.
+        `waker` wakes the kind's other slots: at once when the claim came back full (there
+        may be more), later when a job or a retry falls due before the next poll."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                q("claim_jobs"), {"kind": kind.name, "limit": kind.batch_size}
-            )
-            rows = await cur.fetchall()
+            rows = await self._claim(conn, kind)
             if not rows:
-                cur = await conn.execute(q("next_due"), {"kind": kind.name})
-                due = await cur.fetchone()
-                await conn.rollback()
-                if due is not None and due["seconds"] is not None:
-                    self._wake_later(kind.name, due["seconds"])
+                await self._wake_when_due(conn, kind, waker)
                 return 0
             if len(rows) >= kind.batch_size:
-                # there may be more: another slot of the kind claims while these run
-                self._claimed_full(kind.name)
-            await self._run_claimed(conn, kind, rows)
+                waker.wake_one()  # another slot of the kind claims while these run
+            await self._run_claimed(conn, kind, rows, waker)
             return len(rows)
 
-    async def _run_claimed(self, conn: Conn, kind: JobKind, rows: list[dict[str, Any]]) -> None:
-        by_id = {row["id"]: row for row in rows}
-        recorded = await self._bookkeeper.record(
-            list(by_id), rows[0]["claim_xid"], self._worker_id
-        )
-        jobs: list[Job] = []
-        lost: list[Job] = []
-        refused: list[tuple[Job, FinalFailure]] = []
-        finished: list[tuple[int, int | None, int, Outcome]] = []
-        order = {job_id: i for i, job_id in enumerate(by_id)}  # the claim's own order
-        for rec in sorted(recorded, key=lambda r: order[r["job_id"]]):
-            row = by_id[rec["job_id"]]
-            try:
-                (payload, args), bad = parse_payload(row["payload"], kind.payload_model), None
-            except FinalFailure as exc:
-                payload, args, bad = {}, None, exc
-            job = Job(
-                id=row["id"], kind=row["kind"], subject=row["subject"],
-                payload=payload, priority=row["priority"],
-                max_attempts=row["max_attempts"], created_at=row["created_at"],
-                attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"],
-                args=args,
-            )
-            if rec["attempt_id"] is None:
-                lost.append(job)
-            elif bad is not None:
-                refused.append((job, bad))
-            else:
-                jobs.append(job)
-        for job in lost:
-            # every allowed attempt was started and none finished: each took its worker
-            # down (killed, or its connection lost) before it could record an outcome
-            outcome = Outcome("failed", "failed", "worker_lost",
-                              f"all {job.attempt} attempts ended with their worker lost "
-                              "(killed or disconnected) before finishing")
-            await self._after(conn, kind, job, outcome, time.monotonic())
-            finished.append((job.id, None, job.attempt, outcome))
-        for job, refusal in refused:
-            outcome = classify(refusal, job, self._retry_base, self._retry_cap)
-            await self._after(conn, kind, job, outcome, time.monotonic())
-            finished.append((job.id, job.attempt_id, job.attempt, outcome))
+    # -- the claim's steps, in order ----------------------------------------------------------
 
-        released: list[int] = []
+    async def _claim(self, conn: Conn, kind: JobKind) -> list[dict[str, Any]]:
+        cur = await conn.execute(
+            q("claim_jobs"), {"kind": kind.name, "limit": kind.batch_size, "now": self._now()}
+        )
+        rows = await cur.fetchall()
+        self._emit("claimed", (row["id"] for row in rows))
+        return rows
+
+    async def _wake_when_due(self, conn: Conn, kind: JobKind, waker: SlotWaker) -> None:
+        """Nothing is due: have a slot wake when the kind's next scheduled job falls due."""
+        cur = await conn.execute(q("next_due"), {"kind": kind.name, "now": self._now()})
+        due = await cur.fetchone()
+        await conn.rollback()
+        if due is not None and due["seconds"] is not None:
+            waker.wake_in(due["seconds"])
+
+    async def _run_claimed(
+        self, conn: Conn, kind: JobKind, rows: list[dict[str, Any]], waker: SlotWaker
+    ) -> None:
+        claimed = await self._record_attempts(kind, rows)
         try:
-            if kind.batch_handler is not None and jobs:
-                if self._stopping():
-                    released = [job.attempt_id for job in jobs if job.attempt_id is not None]
-                else:
-                    outcomes = await self._execute_batch(conn, kind, jobs)
-                    finished.extend((job.id, job.attempt_id, job.attempt, outcome)
-                                    for job, outcome in zip(jobs, outcomes, strict=True))
-            for job in jobs if kind.batch_handler is None else []:
-                if self._stopping() and job.attempt_id is not None:
-                    # shutting down: a job of this batch that has not started stays pending
-                    released.append(job.attempt_id)
-                    continue
-                finished.append((job.id, job.attempt_id, job.attempt,
-                                 await self._execute(conn, kind, job)))
+            finished = await self._settle(conn, kind, claimed)
+            ran, released = await self._run(conn, kind, claimed.runnable)
         except asyncio.CancelledError:
             # a hard stop: nothing of this claim commits, and its attempts are given back
-            await self._abandon(conn, jobs, count_attempts=False)
+            await abandon(conn, give_back=_attempt_ids(claimed.runnable),
+                          bookkeeper=self._bookkeeper)
             raise
         except BaseException:
             # the connection is gone (or worse): nothing commits, and the attempts count,
             # exactly as if this worker had been killed
-            await self._abandon(conn, jobs, count_attempts=True)
+            await abandon(conn)
             raise
-        await self._finish(conn, finished, released)
-        retries = [o.retry_in for *_, o in finished if o.status == "pending"]
+        finished += ran
+        await finish(conn, finished, released, self._worker_id)
+        self._emit("committed", (f.job_id for f in finished))
+        retries = [f.outcome.retry_in for f in finished if f.outcome.status == "pending"]
         if retries:
-            # a retry due before the next poll should not wait for it
-            self._wake_later(kind.name, min(retries))
+            waker.wake_in(min(retries))  # a retry due before the next poll need not wait
 
-    async def _execute(self, conn: Conn, kind: JobKind, job: Job) -> Outcome:
+    async def _record_attempts(self, kind: JobKind, rows: list[dict[str, Any]]) -> Claimed:
+        """Count an attempt for every claimed job, committed before any handler runs."""
+        job_ids = [row["id"] for row in rows]
+        recorded = await self._bookkeeper.record(job_ids, rows[0]["claim_xid"], self._worker_id)
+        self._emit("recorded", job_ids)
+        return claimed_jobs(kind, rows, recorded)
+
+    async def _settle(self, conn: Conn, kind: JobKind, claimed: Claimed) -> list[Finished]:
+        """The outcomes of the jobs no handler sees: lost and refused ones."""
+        outcomes = [
+            (job, Outcome("failed", "failed", "worker_lost",
+                          f"all {job.attempt} attempts ended with their worker lost "
+                          "(killed or disconnected) before finishing"))
+            for job in claimed.lost
+        ] + [
+            (job, classify(refusal, job, self._retry_base, self._retry_cap))
+            for job, refusal in claimed.refused
+        ]
+        for job, outcome in outcomes:
+            await self._conclude(conn, kind, job, outcome, time.monotonic())
+        return [Finished.of(job, outcome) for job, outcome in outcomes]
+
+    async def _run(
+        self, conn: Conn, kind: JobKind, jobs: list[Job]
+    ) -> tuple[list[Finished], list[int]]:
+        """Run the handlers: what finished, and the attempts given back because the worker
+        is stopping (those jobs stay pending)."""
+        if not jobs:
+            return [], []
+        savepoint = JobSavepoint(conn)
+        if kind.batch_handler is None:
+            return await self._run_each(conn, kind, jobs, savepoint)
+        if self._stopping.is_set():
+            return [], _attempt_ids(jobs)
+        outcomes = await self._run_batch(conn, kind, jobs, savepoint)
+        return [Finished.of(job, o) for job, o in zip(jobs, outcomes, strict=True)], []
+
+    async def _run_each(
+        self, conn: Conn, kind: JobKind, jobs: list[Job], savepoint: JobSavepoint
+    ) -> tuple[list[Finished], list[int]]:
+        finished: list[Finished] = []
+        for i, job in enumerate(jobs):
+            if self._stopping.is_set():
+                return finished, _attempt_ids(jobs[i:])  # not started: they stay pending
+            finished.append(Finished.of(job, await self._run_job(conn, kind, job, savepoint)))
+        return finished, []
+
+    async def _run_job(
+        self, conn: Conn, kind: JobKind, job: Job, savepoint: JobSavepoint
+    ) -> Outcome:
         assert kind.handler is not None
+        await savepoint.open()
         started = time.monotonic()
+        self._emit("started", (job.id,))
         log.debug("job_started", job_id=job.id, kind=job.kind, attempt=job.attempt)
-        # the job's savepoint opens with the handler's first use of the connection
-        # (worker/savepoints.py): a handler that writes nothing costs no round trip
-        conn.arm_savepoint()
         try:
             async with asyncio.timeout(kind.timeout):
                 result = await kind.handler(conn, job)
-            await conn.close_savepoint(rollback=False)
+            await savepoint.keep()
             outcome = Outcome.completed(result)
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
             if dberrors.connection_lost(conn, exc):
-                raise  # the claim is abandoned (_abandon disarms the savepoint)
+                raise  # the claim is abandoned
             # a deadlock or lock timeout of this job is this job's failure: its savepoint
             # rolls back and the other jobs of the claim go on
-            await conn.close_savepoint(rollback=True)
+            await savepoint.roll_back()
             outcome = classify(exc, job, self._retry_base, self._retry_cap)
-        await self._after(conn, kind, job, outcome, started)
+        await self._conclude(conn, kind, job, outcome, started)
         return outcome
 
-    async def _execute_batch(self, conn: Conn, kind: JobKind, jobs: list[Job]) -> list[Outcome]:
+    async def _run_batch(
+        self, conn: Conn, kind: JobKind, jobs: list[Job], savepoint: JobSavepoint
+    ) -> list[Outcome]:
         """One call of the kind's batch handler for the whole claim (e.g. one embedding call
         for many rows). It returns a result or an exception per job; if it raises, its writes
         roll back and every job of the batch gets that failure."""
         assert kind.batch_handler is not None
+        await savepoint.open()
         started = time.monotonic()
+        self._emit("started", (job.id for job in jobs))
         results: dict[int, dict[str, Any] | BaseException | None]
         try:
-            async with conn.transaction(), asyncio.timeout(kind.timeout):
+            async with asyncio.timeout(kind.timeout):
                 results = await kind.batch_handler(conn, jobs)
+            await savepoint.keep()
         except Exception as exc:  # one failure for the batch: each job records it
             if dberrors.connection_lost(conn, exc):
                 raise
+            await savepoint.roll_back()
             results = {job.id: exc for job in jobs}
         outcomes = []
         for job in jobs:
@@ -223,14 +300,15 @@ class Executor:
                 outcome = classify(result, job, self._retry_base, self._retry_cap)
             else:
                 outcome = Outcome.completed(result)
-            await self._after(conn, kind, job, outcome, started)
+            await self._conclude(conn, kind, job, outcome, started)
             outcomes.append(outcome)
         return outcomes
 
-    async def _after(
+    async def _conclude(
         self, conn: Conn, kind: JobKind, job: Job, outcome: Outcome, started: float
     ) -> None:
-        """Let the kind mark its domain row for a job that ended without success, then log."""
+        """A job's outcome is known: the kind marks its domain row if the job ended without
+        success, and the outcome is counted and logged."""
         if kind.on_final_failure is not None and outcome.status in ("failed", "skipped"):
             try:
                 async with conn.transaction():
@@ -240,66 +318,30 @@ class Executor:
                     raise
                 log.exception("on_final_failure_failed", job_id=job.id, kind=job.kind,
                               error=str(exc))
+        self._emit("finished", (job.id,))
         seconds = time.monotonic() - started
-        metrics.job_finished(job.kind, outcome.outcome, seconds)
-        if outcome.status == "completed":
-            log.info("job_completed", job_id=job.id, kind=job.kind, attempt=job.attempt,
-                     outcome=outcome.outcome, duration_ms=round(seconds * 1000, 1))
-            return
-        log.info(f"job_{outcome.outcome}", job_id=job.id, kind=job.kind, attempt=job.attempt,
-                 outcome=outcome.outcome, duration_ms=round(seconds * 1000, 1),
-                 error_code=outcome.error_code, error_message=outcome.error_message,
-                 retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)
+        metrics.job_finished(job.kind, outcome.attempt_outcome, seconds)
+        _log_outcome(job, outcome, seconds)
 
-    async def _finish(
-        self,
-        conn: Conn,
-        finished: list[tuple[int, int | None, int, Outcome]],
-        released: list[int],
-    ) -> None:
-        params = {
-            "job_ids": [job_id for job_id, _, _, _ in finished],
-            "attempt_ids": [attempt_id for _, attempt_id, _, _ in finished],
-            "attempts": [attempts for _, _, attempts, _ in finished],
-            "statuses": [o.status for *_, o in finished],
-            "outcomes": [o.outcome for *_, o in finished],
-            "error_codes": [o.error_code for *_, o in finished],
-            "error_messages": [o.error_message for *_, o in finished],
-            "retry_in": [o.retry_in for *_, o in finished],
-            "results": [None if o.result is None else Jsonb(o.result) for *_, o in finished],
-            "expected_attempts": sum(1 for _, attempt_id, _, _ in finished
-                                     if attempt_id is not None),
-            "worker_id": self._worker_id,
-        }
-        # one round trip: the outcomes, the rerun requests, the released attempts and the
-        # COMMIT. finish_jobs raises (SQLSTATE LW001) when the claim lost a job or an
-        # attempt, and the COMMIT behind it then rolls the whole claim back
-        try:
-            async with conn.pipeline():
-                await conn.execute(q("finish_jobs"), params)
-                await conn.execute(q("apply_reruns"), {"job_ids": params["job_ids"]})
-                if released:
-                    await conn.execute(q("release_attempts"), {"attempt_ids": released})
-                await conn.commit()
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise
-        except psycopg.Error as exc:
-            await conn.rollback()
-            if exc.sqlstate == "LW001":
-                raise OwnershipLost(
-                    f"{exc.diag.message_primary}; rolled back, nothing written") from None
-            raise
+    # -- helpers ------------------------------------------------------------------------------
 
-    async def _abandon(self, conn: Conn, jobs: list[Job], *, count_attempts: bool) -> None:
-        conn.disarm()
-        attempt_ids = [job.attempt_id for job in jobs if job.attempt_id is not None]
-        try:
-            if not count_attempts:
-                # before the rollback frees the jobs, so no other worker counts these
-                await self._bookkeeper.release(attempt_ids)
-        except Exception as exc:  # best effort: the attempts then simply count
-            log.warning("release_failed", error=str(exc))
-        try:
-            await conn.rollback()
-        except Exception as exc:  # the connection may already be gone; the pool drops it
-            log.warning("rollback_failed", error=str(exc))
+    def _now(self) -> datetime | None:
+        return None if self._clock is None else self._clock()
+
+    def _emit(self, event: str, job_ids: Iterable[int]) -> None:
+        if self._on_event is not None:
+            at = time.monotonic()
+            for job_id in job_ids:
+                self._on_event(event, job_id, at)
+
+
+def _log_outcome(job: Job, outcome: Outcome, seconds: float) -> None:
+    duration_ms = round(seconds * 1000, 1)
+    if outcome.status == "completed":
+        log.info("job_completed", job_id=job.id, kind=job.kind, attempt=job.attempt,
+                 outcome=outcome.attempt_outcome, duration_ms=duration_ms)
+        return
+    log.info(f"job_{outcome.attempt_outcome}", job_id=job.id, kind=job.kind,
+             attempt=job.attempt, outcome=outcome.attempt_outcome, duration_ms=duration_ms,
+             error_code=outcome.error_code, error_message=outcome.error_message,
+             retry_in=round(outcome.retry_in, 3) if outcome.status == "pending" else None)

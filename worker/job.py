@@ -32,10 +32,12 @@ class Job:
 
 @dataclass(slots=True)
 class Outcome:
-    """What finish_jobs writes for one job. `pending` means retry after `retry_in` seconds."""
+    """What finish_jobs writes for one job: the job's queue status (`pending` means retry
+    after `retry_in` seconds) and the outcome recorded on its attempt row."""
 
     status: Status
-    outcome: str
+    # queue.attempts.outcome: completed, retry, failed, skipped, superseded, worker_lost
+    attempt_outcome: str
     error_code: str | None = None
     error_message: str | None = None
     retry_in: float = 0.0

@@ -11,14 +11,15 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 _SECRET_PATTERNS = [
-    # passwords inside connection URIs: scheme://user:password@host
-    (re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)"), r"\1***\3"),
+    # passwords inside connection URIs: scheme://user:password@host, up to the token's last
+    # "@" (a password may hold "@" or ":"), and with the scheme's colon mistyped away
+    (re.compile(r"(//[^:/@\s]+:)(\S+)(@)"), r"\1***\3"),
     # password=... in key/value connection strings
     (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), r"\1***"),
     # API keys of the OpenAI style and bearer tokens
@@ -28,10 +29,33 @@ _SECRET_PATTERNS = [
 
 
 # every pattern above needs one of these; most values have none and skip the four passes
-_MAYBE_SECRET = re.compile(r"://|password|sk-|bearer", re.IGNORECASE)
+_MAYBE_SECRET = re.compile(r"//|password|sk-|bearer", re.IGNORECASE)
+
+# A configured secret shorter than this is not masked by value: masking a one-letter
+# password would blank that letter in every record.
+MIN_SECRET_CHARS = 4
+# The values the process is configured with as secrets (API keys, the database password),
+# masked wherever they appear, whatever their shape. Set once at start-up by the entry point
+# (remember_secrets); module state because every writer of text (logs, stored messages)
+# must see it without being handed it.
+_known: list[str] = []
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Mask these exact values from now on, longest first (one may contain another)."""
+    found = {*_known, *(value for value in values if len(value) >= MIN_SECRET_CHARS)}
+    _known[:] = sorted(found, key=len, reverse=True)
+
+
+def forget_secrets() -> None:
+    _known.clear()
 
 
 def mask(text: str) -> str:
+    """`text` with the configured secrets and anything that looks like a credential masked."""
+    for value in _known:
+        if value in text:
+            text = text.replace(value, "***")
     if _MAYBE_SECRET.search(text) is None:
         return text
     for pattern, replacement in _SECRET_PATTERNS:
@@ -39,12 +63,23 @@ def mask(text: str) -> str:
     return text
 
 
+def mask_tree(value: object) -> object:
+    """mask() applied to every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: mask_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_tree(item) for item in value]
+    return value
+
+
 def _mask_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = mask(value)
+        if isinstance(value, str | dict | list | tuple):
+            event_dict[key] = mask_tree(value)
     return event_dict
 
 
@@ -87,7 +122,14 @@ class LineWriter:
             if not lines:
                 return
             stream = self._stream or sys.stdout
-            stream.write("\n".join(lines) + "\n")
+            text = "\n".join(lines) + "\n"
+            try:
+                stream.write(text)
+            except UnicodeEncodeError:
+                # a character the stream cannot encode (a lone surrogate, or none of an
+                # ASCII terminal's): escaped, so no record of the batch is lost
+                encoding = getattr(stream, "encoding", None) or "utf-8"
+                stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
             stream.flush()
 
 

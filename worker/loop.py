@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +20,11 @@ from psycopg_pool import AsyncConnectionPool
 from worker import metrics
 from worker.attempts import Bookkeeper
 from worker.config import Settings
+from worker.db import register_vector_types
 from worker.errors import ConfigError, OwnershipLost
-from worker.executor import Conn, Executor
+from worker.executor import Conn, EventHook, Executor
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
-from worker.savepoints import ClaimConnection
 from worker.systemd import notify, watchdog, watchdog_interval
 from worker.wakeup import SlotWaker
 
@@ -70,46 +70,34 @@ def checked_timeouts(settings: Settings, kinds: list[JobKind]) -> Settings:
 
 
 class Worker:
-    def __init__(self, settings: Settings, dsn: str, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str, registry: Registry, *,
+        on_event: EventHook | None = None,
+    ) -> None:
+        """`on_event`: a debug hook that sees each job pass the executor's steps, with a
+        time.monotonic() stamp (worker.executor.EventHook); the bench's pickup trace uses
+        it. Unset, it costs one check per step."""
         self.dsn = dsn
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
         self.settings = checked_timeouts(settings, self.kinds)
-        self._wake: dict[str, SlotWaker] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wakers = {kind.name: SlotWaker(self.settings.poll_interval) for kind in self.kinds}
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
+        self._on_event = on_event
         self.ready = asyncio.Event()
         self.listener: Listener | None = None
-
-    # -- wake-ups ---------------------------------------------------------------------------
 
     def wake(self, kind: str | None) -> None:
         """A NOTIFY for `kind` (or for every kind, when None) arrived: one idle slot of the
         kind claims, and wakes the next only if its claim comes back full (wakeup.py)."""
         if kind is None:
-            for waker in self._wake.values():
+            for waker in self._wakers.values():
                 waker.wake_one()
-        elif kind in self._wake:
-            self._wake[kind].wake_one()
-
-    def wake_later(self, kind: str, delay: float) -> None:
-        """Wake a slot of `kind` in `delay` seconds (a scheduled job or a retry falls due),
-        unless the poll or an earlier wake-up of the kind comes first: the claim that wakes
-        then finds nothing due yet looks up the next due time again (Executor.run_once)."""
-        if delay >= self.settings.poll_interval or kind not in self._wake:
             return
-        loop = asyncio.get_running_loop()
-        when = loop.time() + delay
-        pending = self._timers.get(kind)
-        if pending is not None and not pending.cancelled() and pending.when() <= when:
-            return
-        self._timers[kind] = loop.call_at(when, self._wake[kind].wake_one)
-
-    async def _idle(self, waker: SlotWaker) -> None:
-        # jitter keeps many slots and workers from polling in lockstep
-        await waker.wait(self.settings.poll_interval * random.uniform(0.8, 1.2))
-
-    # -- life cycle -------------------------------------------------------------------------
+        if self._on_event is not None:
+            self._on_event("notified", None, time.monotonic())
+        if kind in self._wakers:
+            self._wakers[kind].wake_one()
 
     def stop(self) -> None:
         if self._stopping.is_set():
@@ -118,7 +106,7 @@ class Worker:
         else:
             log.info("stop_requested", grace_s=self.settings.shutdown_grace)
         self._stopping.set()
-        for waker in self._wake.values():
+        for waker in self._wakers.values():
             waker.wake_all()
 
     def install_signal_handlers(self) -> None:
@@ -126,75 +114,112 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
 
+    # -- run: open, start, wait for the stop, drain, close ----------------------------------
+
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        settings = self.settings
-        app_name = f"worker:{settings.worker_id}"
-        options = session_options(settings)
-        slots_total = sum(kind.concurrency for kind in self.kinds)
-        self._wake = {kind.name: SlotWaker() for kind in self.kinds}
+        """Open the claim pool and LISTEN, register, start the helpers and the slots, then
+        wait for stop(); drain the claims in flight and close everything."""
         if not self.kinds:
             log.warning("no_job_kinds", hint="set WORKER_PLUGINS or install job kinds")
-
-        async def configure(conn: Conn) -> None:
-            conn.prepare_threshold = 0  # the same few queries run all day
-
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self.dsn,
-            connection_class=ClaimConnection,
-            min_size=max(slots_total, 1),
-            max_size=max(slots_total, 1),
-            kwargs={"application_name": app_name, "options": claim_options(settings),
-                    "row_factory": psycopg.rows.dict_row},
-            configure=configure,
-            open=False,
-            name="worker",
-        )
-        bookkeeper = Bookkeeper(self.dsn, f"{app_name}:attempts", options)
-        self.listener = Listener(self.dsn, self.wake, f"{app_name}:listen")
+        pool = self._claim_pool()
+        bookkeeper = Bookkeeper(self.dsn, f"{self._app_name}:attempts",
+                                session_options(self.settings))
+        self.listener = Listener(self.dsn, self.wake, f"{self._app_name}:listen")
         await pool.open(wait=True, timeout=30)
         listen_task = asyncio.create_task(self.listener.run(), name="listener")
-        slots: list[asyncio.Task[None]] = []
-        helpers: list[asyncio.Task[None]] = []
+        tasks = [listen_task]
         try:
             await asyncio.wait_for(self.listener.listening.wait(), 30)
-            await bookkeeper.register(settings.worker_id, [kind.name for kind in self.kinds])
-            helpers.append(asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat"))
-            executor = Executor(pool, bookkeeper, settings.worker_id, settings.retry_base,
-                                settings.retry_cap, self._stopping.is_set, self.wake_later,
-                                self.wake)
-            slots = [
-                asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
-                for kind in self.kinds
-                for i in range(kind.concurrency)
-            ]
-            log.info("worker_ready", worker_id=settings.worker_id,
-                     kinds={k.name: {"concurrency": k.concurrency, "batch_size": k.batch_size}
-                            for k in self.kinds})
-            self.ready.set()
-            if settings.metrics_port:
-                metrics.serve(settings.metrics_port)
-                helpers.append(asyncio.create_task(
-                    metrics.refresh_queue_depth(self.dsn, options), name="metrics"))
-            notify("READY=1", f"STATUS=working: {len(slots)} slots over {len(self.kinds)} kinds")
-            interval = watchdog_interval()
-            if interval is not None:
-                helpers.append(asyncio.create_task(
-                    watchdog(lambda: self._healthy(slots, listen_task), interval),
-                    name="watchdog"))
+            await bookkeeper.register(self.settings.worker_id, [k.name for k in self.kinds])
+            tasks += self._start_helpers(bookkeeper)
+            slots = self._start_slots(pool, bookkeeper)
+            tasks += slots
+            tasks += self._announce_ready(slots, listen_task)
             if on_ready is not None:
                 on_ready()
             await self._stopping.wait()
             notify("STOPPING=1", "STATUS=draining in-flight jobs")
             await self._drain(slots)
         finally:
-            for task in [*slots, *helpers, listen_task]:
-                task.cancel()
-            await asyncio.gather(*slots, *helpers, listen_task, return_exceptions=True)
-            with contextlib.suppress(psycopg.Error):
-                await bookkeeper.deregister(settings.worker_id)
-            await bookkeeper.close()
-            await pool.close()
-            log.info("worker_stopped", worker_id=settings.worker_id)
+            await self._close(tasks, bookkeeper, pool)
+
+    @property
+    def _app_name(self) -> str:
+        return f"worker:{self.settings.worker_id}"
+
+    def _claim_pool(self) -> AsyncConnectionPool[Conn]:
+        """One connection per slot: a claim holds its connection until it commits."""
+        async def configure(conn: Conn) -> None:
+            conn.prepare_threshold = 0  # the same few queries run all day
+            await register_vector_types(conn)
+
+        size = max(sum(kind.concurrency for kind in self.kinds), 1)
+        return AsyncConnectionPool(
+            self.dsn,
+            connection_class=Conn,
+            min_size=size,
+            max_size=size,
+            kwargs={"application_name": self._app_name, "options": claim_options(self.settings),
+                    "row_factory": psycopg.rows.dict_row},
+            configure=configure,
+            open=False,
+            name="worker",
+        )
+
+    def _start_helpers(self, bookkeeper: Bookkeeper) -> list[asyncio.Task[None]]:
+        """The heartbeat, and the queue-depth gauge when metrics are served."""
+        helpers = [asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat")]
+        if self.settings.metrics_port:
+            metrics.serve(self.settings.metrics_port)
+            helpers.append(asyncio.create_task(
+                metrics.refresh_queue_depth(self.dsn, session_options(self.settings)),
+                name="metrics"))
+        return helpers
+
+    def _start_slots(
+        self, pool: AsyncConnectionPool[Conn], bookkeeper: Bookkeeper
+    ) -> list[asyncio.Task[None]]:
+        settings = self.settings
+        executor = Executor(
+            pool=pool, bookkeeper=bookkeeper, worker_id=settings.worker_id,
+            retry_base=settings.retry_base, retry_cap=settings.retry_cap,
+            stopping=self._stopping, on_event=self._on_event,
+        )
+        return [
+            asyncio.create_task(self._slot(executor, kind), name=f"slot:{kind.name}:{i}")
+            for kind in self.kinds
+            for i in range(kind.concurrency)
+        ]
+
+    def _announce_ready(
+        self, slots: list[asyncio.Task[None]], listen_task: asyncio.Task[None]
+    ) -> list[asyncio.Task[None]]:
+        """Log it, set `ready`, tell systemd; and start its watchdog when it asks for one."""
+        log.info("worker_ready", worker_id=self.settings.worker_id,
+                 kinds={k.name: {"concurrency": k.concurrency, "batch_size": k.batch_size}
+                        for k in self.kinds})
+        self.ready.set()
+        notify("READY=1", f"STATUS=working: {len(slots)} slots over {len(self.kinds)} kinds")
+        interval = watchdog_interval()
+        if interval is None:
+            return []
+        return [asyncio.create_task(
+            watchdog(lambda: self._healthy(slots, listen_task), interval), name="watchdog")]
+
+    async def _close(
+        self, tasks: list[asyncio.Task[None]], bookkeeper: Bookkeeper,
+        pool: AsyncConnectionPool[Conn],
+    ) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(psycopg.Error):
+            await bookkeeper.deregister(self.settings.worker_id)
+        await bookkeeper.close()
+        await pool.close()
+        log.info("worker_stopped", worker_id=self.settings.worker_id)
+
+    # -- what runs meanwhile ------------------------------------------------------------------
 
     async def _heartbeat(self, bookkeeper: Bookkeeper) -> None:
         """Keep this worker's row in queue.workers fresh, enqueue reruns whose job had
@@ -218,7 +243,34 @@ class Worker:
         worker runs). Database outages are not unhealthy: the worker reconnects by itself."""
         return not listen_task.done() and all(not task.done() for task in slots)
 
+    async def _slot(self, executor: Executor, kind: JobKind) -> None:
+        waker = self._wakers[kind.name]
+        failures = 0
+        while not self._stopping.is_set():
+            waker.claiming()  # a NOTIFY during the claim is owed to the next idle wait
+            try:
+                claimed = await executor.run_once(kind, waker)
+                failures = 0
+            except (psycopg.OperationalError, psycopg.InterfaceError, OwnershipLost) as exc:
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                log.warning("claim_failed", kind=kind.name, error=str(exc), retry_in=delay)
+                await self._pause(delay)
+                continue
+            except Exception:  # keep the slot alive; the error is logged with its traceback
+                log.exception("slot_error", kind=kind.name)
+                await self._pause(1.0)
+                continue
+            if claimed == 0 and not self._stopping.is_set():
+                await waker.wait()
+
+    async def _pause(self, seconds: float) -> None:
+        """Before a slot claims again after an error; cut short by a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
+        """Give the claims in flight the grace period to finish; roll back the rest."""
         if not slots:
             return
         hard: asyncio.Future[Any] = asyncio.ensure_future(self._hard_stop.wait())
@@ -236,27 +288,3 @@ class Worker:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-
-    async def _slot(self, executor: Executor, kind: JobKind) -> None:
-        waker = self._wake[kind.name]
-        failures = 0
-        while not self._stopping.is_set():
-            waker.claiming()  # a NOTIFY during the claim is owed to the next idle wait
-            try:
-                claimed = await executor.run_once(kind)
-                failures = 0
-            except (psycopg.OperationalError, psycopg.InterfaceError, OwnershipLost) as exc:
-                failures += 1
-                delay = min(0.05 * 2**failures, 5.0)
-                log.warning("claim_failed", kind=kind.name, error=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                continue
-            except Exception:  # keep the slot alive; the error is logged with its traceback
-                log.exception("slot_error", kind=kind.name)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 1.0)
-                continue
-            if claimed == 0 and not self._stopping.is_set():
-                await self._idle(waker)
-

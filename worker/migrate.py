@@ -16,6 +16,7 @@ import psycopg
 import structlog
 from psycopg.rows import tuple_row
 
+from worker.config import Settings, load_settings
 from worker.errors import MigrationError
 from worker.paths import MIGRATIONS_DIR
 from worker.queries import q
@@ -53,11 +54,11 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def settings_variables() -> dict[str, str]:
-    """Values migrations read with current_setting(): the embedding dimension, so far."""
-    from worker.models.settings import load_model_settings
-
-    return {"worker.embedding_dim": str(load_model_settings().embed_dim)}
+def settings_variables(settings: Settings | None = None) -> dict[str, str]:
+    """Values migrations read with current_setting(): the embedding dimension, so far.
+    No settings: the environment's."""
+    models = (settings or load_settings()).models
+    return {"worker.embedding_dim": str(models.embed_dim)}
 
 
 def migrate(

@@ -1,25 +1,27 @@
 """Versioned prompt templates, `prompts/<kind>/v{N}.yaml`, loaded and checked at start-up.
 
-PROMPT_VERSION=latest (the default) takes the highest N, PROMPT_VERSION=2 pins one; a
-missing or malformed file is a ConfigError before any job runs, never a job failure.
+Version `latest` takes the highest N, `2` pins one (the settings say which: PROMPT_VERSION);
+a missing or malformed file is a ConfigError before any job runs, never a job failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.errors import ConfigError
-from worker.models.types import Message
+from worker.models.types import CompletionRequest, Message, OutT
 from worker.paths import PROMPTS_DIR
+
+if TYPE_CHECKING:
+    from worker.config import PromptSettings
 
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.yaml$")
 _SELECTOR = re.compile(r"^(latest|[1-9][0-9]*)$")
@@ -35,6 +37,15 @@ class ResponseFormat(BaseModel):
     instructions: str | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+
+class Budget(BaseModel):
+    """What one completion may spend: its token limit and its temperature."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(gt=0)
+    temperature: float = Field(ge=0.0, le=2.0)
 
 
 class _File(BaseModel):
@@ -83,6 +94,24 @@ class Prompt(BaseModel):
     def fields(self) -> frozenset[str]:
         return template_fields(self.system) | template_fields(self.user)
 
+    def budget(self, default: Budget) -> Budget:
+        """The file's `response_format` limits where it sets them, the kind's elsewhere; a
+        temperature of 0 in the file is 0."""
+        given = self.response_format
+        if given is None:
+            return default
+        return Budget(
+            max_tokens=default.max_tokens if given.max_tokens is None else given.max_tokens,
+            temperature=default.temperature if given.temperature is None else given.temperature,
+        )
+
+    def request(self, values: Mapping[str, object], output: type[OutT],
+                default: Budget) -> CompletionRequest[OutT]:
+        """The completion this prompt asks for with `values`, within its budget."""
+        budget = self.budget(default)
+        return CompletionRequest(messages=self.render(values), output=output,
+                                 max_tokens=budget.max_tokens, temperature=budget.temperature)
+
     def render(self, values: Mapping[str, object]) -> tuple[Message, ...]:
         """System and user messages with `values` inserted as text. Values are never parsed
         as templates, so user text containing braces is inserted as it is."""
@@ -101,18 +130,12 @@ class Prompt(BaseModel):
         )
 
 
-def available_versions(kind: str, directory: Path | None = None) -> list[int]:
-    folder = (directory or PROMPTS_DIR) / kind
+def available_versions(kind: str, directory: Path = PROMPTS_DIR) -> list[int]:
+    folder = directory / kind
     if not folder.is_dir():
         return []
     found = (_VERSION_FILE.match(p.name) for p in folder.iterdir() if p.is_file())
     return sorted(int(m.group(1)) for m in found if m)
-
-
-def selected_version(kind: str, environ: Mapping[str, str] | None = None) -> str:
-    """PROMPT_VERSION_<KIND> if set, else PROMPT_VERSION, else "latest"."""
-    env = os.environ if environ is None else environ
-    return env.get(f"PROMPT_VERSION_{kind.upper()}") or env.get("PROMPT_VERSION") or "latest"
 
 
 def _read(path: Path) -> _File:
@@ -128,31 +151,38 @@ def _read(path: Path) -> _File:
         raise ConfigError(f"{path}: malformed prompt file:\n{exc}") from exc
 
 
+def prompt_for(kind: str, settings: PromptSettings,
+               variables: Iterable[str] | None = None) -> Prompt:
+    """The prompt the settings select for `kind` (PROMPT_VERSION_<KIND>, else PROMPT_VERSION,
+    else the latest), from their prompt directory."""
+    return load_prompt(kind, settings.version_for(kind), directory=settings.directory,
+                       variables=variables)
+
+
 def load_prompt(
     kind: str,
-    version: str | int | None = None,
+    version: str | int = "latest",
     *,
-    directory: Path | None = None,
+    directory: Path = PROMPTS_DIR,
     variables: Iterable[str] | None = None,
 ) -> Prompt:
-    """Load and check one prompt. `version` None reads the environment (selected_version);
-    `variables`, when given, are the only placeholders the template may use."""
+    """Load and check one prompt; `variables`, when given, are the only placeholders the
+    template may use."""
     if not _KIND.match(kind):
         raise ConfigError(f"prompt kind {kind!r} is not a plain lower-case name")
-    selector = str(version) if version is not None else selected_version(kind)
+    selector = str(version)
     if not _SELECTOR.match(selector):
         raise ConfigError(f"prompt version {selector!r} for {kind}: use 'latest' or a number")
-    root = directory or PROMPTS_DIR
-    versions = available_versions(kind, root)
+    versions = available_versions(kind, directory)
     if not versions:
-        raise ConfigError(f"no prompt files {root / kind}/v<N>.yaml for job kind {kind!r}")
+        raise ConfigError(f"no prompt files {directory / kind}/v<N>.yaml for job kind {kind!r}")
     number = versions[-1] if selector == "latest" else int(selector)
     if number not in versions:
         raise ConfigError(
-            f"{root / kind}/v{number}.yaml does not exist "
+            f"{directory / kind}/v{number}.yaml does not exist "
             f"(available: {', '.join(f'v{n}' for n in versions)})"
         )
-    path = root / kind / f"v{number}.yaml"
+    path = directory / kind / f"v{number}.yaml"
     file = _read(path)
     response_format = (
         ResponseFormat(instructions=file.response_format)

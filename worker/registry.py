@@ -7,27 +7,55 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from psycopg import AsyncConnection
+from psycopg import AsyncCursor, AsyncPipeline, AsyncTransaction, ConnectionInfo
+from psycopg.abc import Params, QueryNoTemplate
 from pydantic import BaseModel
 
 from worker.errors import ConfigError
 from worker.job import Job, Outcome
 
-Conn = AsyncConnection[dict[str, Any]]
+
+class JobConnection(Protocol):
+    """The claiming transaction's connection as a handler sees it: statements, nested
+    transactions (savepoints) and pipelines, but no commit, rollback or close. The claim's
+    end is the executor's: every job's writes commit with its outcome, or not at all."""
+
+    @property
+    def info(self) -> ConnectionInfo: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def broken(self) -> bool: ...
+
+    async def execute(
+        self, query: QueryNoTemplate, params: Params | None = None, *,
+        prepare: bool | None = None, binary: bool = False,
+    ) -> AsyncCursor[dict[str, Any]]: ...
+
+    def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> AbstractAsyncContextManager[AsyncTransaction]: ...
+
+    def pipeline(self) -> AbstractAsyncContextManager[AsyncPipeline]: ...
+
+
 # A handler gets the claiming transaction's connection and the claimed job. It returns the
 # job's result (stored in queue.jobs.result) or raises a worker.errors.JobError.
-Handler = Callable[[Conn, Job], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[JobConnection, Job], Awaitable[dict[str, Any] | None]]
 # A batch handler gets every job of the claim at once and returns, per job id, the job's
 # result or the exception it ended with (for one model call serving many jobs).
 BatchHandler = Callable[
-    [Conn, list[Job]], Awaitable[dict[int, dict[str, Any] | BaseException | None]]
+    [JobConnection, list[Job]], Awaitable[dict[int, dict[str, Any] | BaseException | None]]
 ]
 # Called in the claiming transaction when a job ends failed or skipped, so the kind can mark
 # its domain row (e.g. a question's explanation status) in the same commit.
-FailureHook = Callable[[Conn, Job, Outcome], Awaitable[None]]
+FailureHook = Callable[[JobConnection, Job, Outcome], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -39,7 +67,7 @@ class JobKind:
     # the payload's shape: the executor validates every claimed payload against it once, and
     # a payload that does not fit ends `bad_payload` (final) before any handler sees it
     payload_model: type[BaseModel] | None = None
-    # jobs claimed per transaction; they run one after another, each in a savepoint
+    # jobs claimed per transaction; they run one after another, each in its own savepoint
     batch_size: int = 1
     # claiming transactions of this kind that may be open at once in one worker
     concurrency: int = 1

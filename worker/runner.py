@@ -13,7 +13,6 @@ from worker.config import Settings
 from worker.db import connect
 from worker.loop import Worker
 from worker.models.build import build_client
-from worker.models.settings import load_model_settings
 from worker.registry import Registry, load_plugins
 
 
@@ -26,16 +25,15 @@ async def assembled_worker(settings: Settings, dsn: str,
     registry = registry or Registry()
     load_plugins(settings.plugins, registry)
     enabled = kinds.enabled_kinds(settings.kinds)
-    model_settings = load_model_settings()
     with connect(dsn) as conn:
         dimension = kinds.embedding_column_dimension(conn)
-    client = build_client(model_settings, dsn) if enabled else None
+    client = build_client(settings.models, dsn) if enabled else None
     try:
         if client is not None:
             await client.start()
             if kinds.embedding.KIND in enabled:
                 await kinds.probe_embedding_dimension(client, dimension)
-            kinds.register_builtin(registry, enabled, client, model_settings)
+            kinds.register_builtin(registry, enabled, settings, client)
         yield Worker(settings, dsn, registry)
     finally:
         if client is not None:

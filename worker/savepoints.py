@@ -1,12 +1,8 @@
-"""The claim connection: a job's savepoint is opened only when its handler talks to the server.
+"""Each job of a claim runs in its own savepoint, so a failing job rolls back its own writes.
 
-Every job runs inside a savepoint of the claiming transaction, so a failing job rolls back
-its own writes and nothing else. Most of a savepoint's cost is its round trip, and a handler
-that never uses the connection has nothing to roll back. So the executor *arms* the savepoint
-before the handler and the connection opens it right before the handler's first exchange with
-the server, whatever that is (a query, a COPY, a nested transaction, a pipeline): every one of
-them goes through `AsyncConnection.wait`. A handler that never touches the connection costs no
-round trip; one that does gets exactly the savepoint it always had, first.
+A job's savepoint stays established after the job (rolled back to, on failure) and is
+released by the statement that opens the next job's, in the same round trip; the claim's
+COMMIT ends the last one. So the isolation costs a claim one round trip per job.
 """
 
 from __future__ import annotations
@@ -14,41 +10,36 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.abc import PQGen
+from psycopg.pq import TransactionStatus
 
 from worker.queries import q
 
 
-class ClaimConnection(psycopg.AsyncConnection[dict[str, Any]]):
-    """The pool's connection class for claims; see the module docstring."""
+class JobSavepoint:
+    """The savepoint of the job that runs now on one claim's connection."""
 
-    _armed = False
-    _opened = False
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._established = False
 
-    def arm_savepoint(self) -> None:
-        """The next exchange with the server opens the job's savepoint first."""
-        self._armed, self._opened = True, False
+    async def open(self) -> None:
+        """Before a job: its savepoint, in place of the previous job's."""
+        await self._send("job_savepoint_next" if self._established else "job_savepoint")
+        self._established = True
 
-    def disarm(self) -> None:
-        """Forget the job's savepoint (the claim is being abandoned and rolled back)."""
-        self._armed = self._opened = False
+    async def keep(self) -> None:
+        """The job succeeded: its writes stay. A handler that caught a database error and
+        returned left the transaction aborted: the server refuses the RELEASE sent then
+        (InFailedSqlTransaction), and the job fails and is rolled back like any other."""
+        if self._conn.info.transaction_status == TransactionStatus.INERROR:
+            await self._send("job_savepoint_release")
 
-    async def close_savepoint(self, *, rollback: bool) -> None:
-        """End the job's savepoint: release it, or roll back to it and release it.
-        Nothing is sent when the handler never used the connection. If this fails, the
-        savepoint still counts as open, so a rollback to it can follow."""
-        self._armed = False
-        if not self._opened:
-            return
-        async with self.lock:
-            if rollback:
-                await self.wait(self._exec_command(q("job_savepoint_rollback")))
-            await self.wait(self._exec_command(q("job_savepoint_release")))
-        self._opened = False
+    async def roll_back(self) -> None:
+        """The job failed: undo its writes, whatever state its handler left."""
+        await self._send("job_savepoint_rollback")
 
-    async def wait(self, gen: PQGen[Any], *args: Any, **kwargs: Any) -> Any:
-        if self._armed:
-            # flag first: from here on the savepoint may exist, and must be rolled back to
-            self._armed, self._opened = False, True
-            await super().wait(self._exec_command(q("job_savepoint")))
-        return await super().wait(gen, *args, **kwargs)
+    async def _send(self, name: str) -> None:
+        # not prepared: a savepoint command has no plan to keep, and a statement sent
+        # without parameters and unprepared goes as one simple query, two statements
+        # included (job_savepoint_next)
+        await self._conn.execute(q(name), prepare=False)

@@ -1,8 +1,7 @@
 """Adapter for our worker (pg-llm-worker) in the shared harness's form (see _template.py).
 
 The no-op job runs the whole pipeline: claim with SKIP LOCKED, attempt row on the bookkeeping
-connection, the job's savepoint armed (it opens only if the handler uses the connection,
-which the no-op does not), the ownership-fenced finish and COMMIT in the claiming
+connection, the job's savepoint, the ownership-fenced finish and COMMIT in the claiming
 transaction. Logs are the production JSON lines at level info, written to .bench/logs/.
 """
 
@@ -18,9 +17,10 @@ import common
 import psycopg
 from ourworker import bq, configure_logs, migrate_fresh, worker_settings
 
+from worker.executor import EventHook
 from worker.job import Job
 from worker.loop import Worker
-from worker.registry import Conn, JobKind, Registry
+from worker.registry import JobConnection, JobKind, Registry
 
 NAME = "ours"
 KIND = "bench.noop"
@@ -31,9 +31,9 @@ LISTEN_NOTIFY = ("yes: statement-level trigger on queue.jobs NOTIFYs channel que
                  "the kind; one LISTEN connection wakes the kind's slots; 1 s poll fallback")
 # `short` is what docs/operations.md (Tuning) recommends for many short jobs: many jobs per
 # claim (one durable commit for the batch) and three claims in flight. `bulk` is the same
-# with 200 jobs per claim, for handlers that write nothing of their own (no savepoint, no
-# subtransaction; see Tuning). `default` is the library default, one job per claim: one
-# durable commit per job. `c10` overlaps ten of those.
+# with 200 jobs per claim, for handlers that write nothing of their own (their savepoints
+# get no subtransaction id; see Tuning). `default` is the library default, one job per
+# claim: one durable commit per job. `c10` overlaps ten of those.
 CONFIGS: dict[str, dict[str, Any]] = {
     "short": {"batch_size": 100, "concurrency": 3},
     "bulk": {"batch_size": 200, "concurrency": 3},
@@ -72,7 +72,7 @@ async def producer(dsn: str) -> AsyncIterator[_Producer]:
 
 
 def registry(batch_size: int, concurrency: int) -> Registry:
-    async def noop(conn: Conn, job: Job) -> None:
+    async def noop(conn: JobConnection, job: Job) -> None:
         common.job_started(job.payload["i"])
 
     reg = Registry()
@@ -81,13 +81,14 @@ def registry(batch_size: int, concurrency: int) -> Registry:
 
 
 async def run_worker(
-    dsn: str, config: dict[str, Any], stop: asyncio.Event, ready: Callable[[], None]
+    dsn: str, config: dict[str, Any], stop: asyncio.Event, ready: Callable[[], None],
+    on_event: EventHook | None = None,
 ) -> None:
     batch_size = int(config.get("batch_size", 1))
     concurrency = int(config.get("concurrency", 1))
     configure_logs(f"ours-b{batch_size}-c{concurrency}", str(config.get("log_level", "info")))
     settings = worker_settings(dsn, shutdown_grace=10.0)
-    worker = Worker(settings, dsn, registry(batch_size, concurrency))
+    worker = Worker(settings, dsn, registry(batch_size, concurrency), on_event=on_event)
 
     async def stopper() -> None:
         await stop.wait()

@@ -1,15 +1,17 @@
 -- Queries of the embedding job kind (worker/kinds/embedding.py).
 
 -- name: embedding_inputs
--- The text to embed for each question and chunk of a batch, and whether its row is gone.
-SELECT 'question' AS source, x.id,
-       app.question_embedding_text(x.question_text, x.choice_1, x.choice_2, x.choice_3,
-                                   x.choice_4) AS text,
+-- The text to embed for each question and chunk of a batch, its fingerprint (computed by the
+-- server, over the bytes it stores, as the write-back's check computes it, whatever the
+-- database's encoding), and whether its row is gone.
+SELECT 'question' AS source, x.id, t.text, md5(t.text) AS text_md5,
        (x.deleted_at IS NOT NULL) AS deleted
-FROM app.questions x
+FROM app.questions x,
+     LATERAL (SELECT app.question_embedding_text(x.question_text, x.choice_1, x.choice_2,
+                                                 x.choice_3, x.choice_4) AS text) t
 WHERE x.id = ANY(%(question_ids)s::bigint[])
 UNION ALL
-SELECT 'chunk', c.id, c.content, (d.deleted_at IS NOT NULL)
+SELECT 'chunk', c.id, c.content, md5(c.content), (d.deleted_at IS NOT NULL)
 FROM app.document_chunks c
 JOIN app.documents d ON d.id = c.document_id
 WHERE c.id = ANY(%(chunk_ids)s::bigint[]);

@@ -9,7 +9,7 @@ SELECT q.id, q.course_id, q.question_type, q.question_text,
                                 q.choice_4, q.correct_choice) AS content_md5,
        app.question_embedding_text(q.question_text, q.choice_1, q.choice_2, q.choice_3,
                                    q.choice_4) AS embedding_text,
-       CASE WHEN q.embedding_status = 'ready' THEN q.embedding::text END AS embedding
+       CASE WHEN q.embedding_status = 'ready' THEN q.embedding END AS embedding
 FROM app.questions q
 WHERE q.id = %(id)s;
 

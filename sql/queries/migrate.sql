@@ -25,6 +25,9 @@ VALUES (%(version)s, %(name)s, %(checksum)s);
 -- name: has_migrations_table
 SELECT to_regclass('queue.migrations') IS NOT NULL AS present;
 
+-- name: server_encoding
+SELECT current_setting('server_encoding') AS encoding;
+
 -- name: pgvector_available
 SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS available;
 

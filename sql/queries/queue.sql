@@ -5,12 +5,14 @@
 -- Lock due pending jobs of one kind for the claiming transaction. The transaction stays
 -- open while the handlers run, and its xid identifies the owner in queue.attempts. The
 -- payload comes as text: the executor decodes each job's alone (executor.decode_payload).
+-- Due means run_at <= %(now)s; NULL means the server's now() (a test passes a later time
+-- instead of waiting).
 SELECT j.id, j.kind, j.subject, j.payload::text AS payload, j.priority, j.max_attempts,
        j.created_at, pg_current_xact_id()::text AS claim_xid
 FROM queue.jobs j
 WHERE j.kind = %(kind)s
   AND j.status = 'pending'
-  AND j.run_at <= now()
+  AND j.run_at <= coalesce(%(now)s::timestamptz, now())
 ORDER BY j.priority DESC, j.run_at, j.id
 LIMIT %(limit)s
 FOR NO KEY UPDATE OF j SKIP LOCKED;
@@ -18,10 +20,12 @@ FOR NO KEY UPDATE OF j SKIP LOCKED;
 -- name: next_due
 -- After a claim found nothing due: seconds until the kind's next scheduled job (a future
 -- run_at given to queue.enqueue, a retry's backoff), so the worker wakes for it then
--- instead of at its next poll. NULL when nothing is scheduled.
-SELECT extract(epoch FROM min(j.run_at) - now())::float8 AS seconds
+-- instead of at its next poll. NULL when nothing is scheduled. %(now)s as in claim_jobs.
+SELECT extract(epoch FROM min(j.run_at) - coalesce(%(now)s::timestamptz, now()))::float8
+       AS seconds
 FROM queue.jobs j
-WHERE j.kind = %(kind)s AND j.status = 'pending' AND j.run_at > now();
+WHERE j.kind = %(kind)s AND j.status = 'pending'
+  AND j.run_at > coalesce(%(now)s::timestamptz, now());
 
 -- name: record_attempts
 -- Runs on the bookkeeping connection (its own transaction, committed before any handler
@@ -134,14 +138,23 @@ SET finished_at = clock_timestamp(), outcome = 'released'
 WHERE id = ANY(%(attempt_ids)s::bigint[]) AND finished_at IS NULL;
 
 -- name: job_savepoint
--- A job's savepoint in the claiming transaction, opened by the claim connection right
--- before the handler's first exchange with the server (worker/savepoints.py).
+-- A job's savepoint in the claiming transaction, opened before its handler runs
+-- (worker/savepoints.py).
+SAVEPOINT worker_job;
+
+-- name: job_savepoint_next
+-- The next job's savepoint in place of the previous job's, whose writes join the claim: two
+-- statements in one round trip (sent without parameters, so as one simple query).
+RELEASE SAVEPOINT worker_job;
 SAVEPOINT worker_job;
 
 -- name: job_savepoint_release
+-- After a handler left the transaction aborted: the server refuses it, with the error the
+-- job then fails with.
 RELEASE SAVEPOINT worker_job;
 
 -- name: job_savepoint_rollback
+-- A failed job: its writes are undone; the savepoint stays until the next job's.
 ROLLBACK TO SAVEPOINT worker_job;
 
 -- name: bookkeeping_setup

@@ -152,3 +152,50 @@ def test_settings_that_contradict_each_other_are_refused_at_start_up(
     assert result.returncode == 3, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql//worker_login:S3cretPw42@db/app",      # a missing colon
+    "postgresql://worker_login:S3cretPw42%zz@db/app",  # a bad percent-escape
+])
+def test_a_mistyped_database_url_is_one_masked_line_and_exit_3(url: str) -> None:
+    result = _cli("status", env={"DATABASE_URL": url})
+    assert result.returncode == 3, result.stderr
+    assert "S3cretPw42" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "DATABASE_URL" in result.stderr
+
+
+def test_an_unexpected_error_is_one_masked_line_not_a_traceback(dsn: str,
+                                                                 tmp_path: Path) -> None:
+    """A plugin that fails in an unforeseen way while the worker assembles, quoting the API
+    key, which has no shape a pattern knows: the configured value itself is masked."""
+    (tmp_path / "boom_plugin.py").write_text(
+        "import os\n"
+        "def register(registry):\n"
+        "    raise RuntimeError('rejected key ' + os.environ['WORKER_OPENAI_API_KEY'])\n")
+    result = _cli("run", env={"WORKER_PLUGINS": "boom_plugin", "PYTHONPATH": str(tmp_path),
+                              "DATABASE_URL": dsn, "WORKER_KINDS": "",
+                              "WORKER_OPENAI_API_KEY": "gsk_live_Hunter2Pw"})
+    assert result.returncode == 1, result.stderr
+    assert "Hunter2Pw" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert "RuntimeError: rejected key ***" in result.stderr
+
+
+def test_a_database_that_is_not_utf8_is_refused_at_start(pg_server: str) -> None:
+    from tests.support import db as testdb
+
+    name = "euc_kr_refused"
+    testdb.drop_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'EUC_KR' "
+                     "LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        for command in (["migrate"], ["run", "--migrate"]):
+            result = _cli(*command, env={"DATABASE_URL": testdb.dsn_for(pg_server, name)})
+            assert result.returncode == 3, result.stderr
+            assert "EUC_KR" in result.stderr and "UTF8" in result.stderr, result.stderr
+    finally:
+        testdb.drop_database(pg_server, name)

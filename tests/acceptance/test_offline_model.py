@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.support.db import sql as _sql
 from tests.support.inproc import until
-from worker.config import Settings
+from worker.config import load_settings
 from worker.db import connect
-from worker.migrate import migrate
+from worker.migrate import migrate, settings_variables
 from worker.runner import assembled_worker
 
 pytestmark = pytest.mark.skipif(
@@ -23,23 +24,24 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def offline_env() -> Iterator[dict[str, str]]:
+def offline_overrides() -> Iterator[dict[str, Any]]:
     from worker.offline.stack import offline_models
 
     with pytest.MonkeyPatch.context() as mp:
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "WORKER_EMBED_BASE_URL"):
             mp.delenv(name, raising=False)
-        with offline_models() as env:
-            yield env
+        with offline_models(load_settings()) as overrides:
+            yield overrides
 
 
 def test_an_explanation_job_through_the_real_llama_server(
-    empty_dsn: str, offline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    empty_dsn: str, offline_overrides: dict[str, Any]
 ) -> None:
-    for name, value in offline_env.items():
-        monkeypatch.setenv(name, value)
+    settings = load_settings(database_url=empty_dsn, poll_interval=0.3, shutdown_grace=5,
+                             **offline_overrides)
     with connect(empty_dsn) as conn:
-        migrate(conn)  # with WORKER_EMBED_DIM=384 from the offline settings
+        # with the offline embedding model's dimension, 384
+        migrate(conn, variables=settings_variables(settings))
     user = _sql(empty_dsn, "INSERT INTO app.users (email) VALUES ('e2e@x') RETURNING id")[0]["id"]
     course = _sql(empty_dsn, "INSERT INTO app.courses (user_id, title) VALUES (%s, '전기기사') "
                              "RETURNING id", (user,))[0]["id"]
@@ -59,7 +61,6 @@ def test_an_explanation_job_through_the_real_llama_server(
                           "RETURNING id", (course,))[0]["id"]
 
     async def main() -> None:
-        settings = Settings(database_url=empty_dsn, poll_interval=0.3, shutdown_grace=5)
         async with assembled_worker(settings, empty_dsn) as worker:
             task = asyncio.create_task(worker.run())
             await worker.ready.wait()

@@ -21,7 +21,6 @@ from psycopg.conninfo import make_conninfo
 
 from tests.support.db import sql as _sql
 from tests.support.procs import ROOT, WorkerProcess, wait_for
-from worker.systemd import notify
 
 UNIT = ROOT / "deploy" / "pg-llm-worker.service"
 
@@ -55,11 +54,6 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     from worker.config import Settings
 
     assert stop_timeout > Settings.model_fields["shutdown_grace"].default
-
-
-def test_notify_does_nothing_without_a_socket(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    assert notify("READY=1") is False
 
 
 class NotifySocket:

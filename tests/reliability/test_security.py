@@ -248,14 +248,14 @@ def test_the_worker_role_cannot_create_temporary_or_large_objects(worker_dsn: st
 
 
 def _secret_run(dsn: str, worker_dsn: str, model: fake.FakeOpenAI,
-                fleets: Callable[..., Fleet], chat: fake.Responder, jobs: int
-                ) -> tuple[Fleet, list[int]]:
+                fleets: Callable[..., Fleet], chat: fake.Responder, jobs: int,
+                **env: str) -> tuple[Fleet, list[int]]:
     """`jobs` explanation requests answered by `chat`, run by one worker process logged in
     with a password and holding an API key; returns the fleet and the job ids."""
     course = Course(dsn)
     model.fallback["chat"] = chat
     job_ids = [course.request(course.add(marker, key=2)) for marker in range(1, jobs + 1)]
-    fleet = fleets(worker_dsn, model_env(model, WORKER_LOG_LEVEL="debug"))
+    fleet = fleets(worker_dsn, model_env(model, WORKER_LOG_LEVEL="debug", **env))
     fleet.start(1)
     wait_terminal(dsn, job_ids, 120, fleet)
     return fleet, job_ids
@@ -309,6 +309,25 @@ def test_an_api_key_echoed_by_the_model_server_is_not_stored(
         "bad_request"}
     assert API_KEY not in fleet.output(), "the log is masked"
     assert API_KEY not in database_text(dsn)
+
+
+def test_an_api_key_of_no_known_shape_echoed_by_the_server_is_not_stored(
+        dsn: str, worker_dsn: str, model: fake.FakeOpenAI,
+        fleets: Callable[..., Fleet]) -> None:
+    """A key no pattern recognises (not `sk-`, not after `Bearer`), echoed bare in a 401:
+    masked as the configured value it is, in the log and in the stored message."""
+    key = "gsk_live_7c1e9a3b5d2f4e6a8b0c"
+
+    def echo(request: fake.Recorded) -> fake.Reply:
+        return fake.error(401, f"Incorrect API key provided: {key}", code="invalid_api_key")
+
+    fleet, job_ids = _secret_run(dsn, worker_dsn, model, fleets, echo, jobs=2,
+                                 OPENAI_API_KEY=key)
+    fleet.stop()
+    messages = sql(dsn, "SELECT error_message FROM queue.jobs WHERE id = ANY(%s)", (job_ids,))
+    assert all("Incorrect API key provided: ***" in m["error_message"] for m in messages)
+    assert key not in fleet.output(), "the log is masked"
+    assert key not in database_text(dsn)
 
 
 def test_the_login_password_is_not_in_the_worker_command_line(dsn: str, worker_dsn: str,

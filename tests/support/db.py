@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +21,19 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from worker import embedded
-from worker.db import check_pgvector, connect
+from worker.db import check_server, connect
 from worker.migrate import migrate
+from worker.queries import parse
 
 SUPPORT = Path(__file__).resolve().parent
 _DROP = pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+_QUERIES = parse((SUPPORT / "queries.sql").read_text(encoding="utf-8"),
+                 "tests/support/queries.sql")
+
+
+def query(name: str) -> bytes:
+    """A named query that only the tests read (tests/support/queries.sql)."""
+    return _QUERIES[name]
 
 
 def sql(dsn: str, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -98,7 +108,46 @@ def drop_database(admin_dsn: str, name: str) -> None:
 def build_template(admin_dsn: str, name: str) -> None:
     dsn = create_database(admin_dsn, name)
     with connect(dsn) as conn:
-        check_pgvector(conn)
+        check_server(conn)
         migrate(conn)
         conn.execute((SUPPORT / "schema.sql").read_bytes())
         conn.commit()
+
+
+def server_major(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.info.server_version // 10000
+
+
+def pg_dump_for(dsn: str) -> Path | None:
+    """A pg_dump of the server's own major version, or None where this machine has none.
+
+    The server names its own binaries (the `pg_config` view); the embedded server's are on
+    this machine, a container's are not, so the pg_dump on PATH is the second choice.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            row = conn.execute("SELECT setting FROM pg_config WHERE name = 'BINDIR'").fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            row = None
+    major = server_major(dsn)
+    candidates = [Path(row[0]) / "pg_dump"] if row else []
+    if on_path := shutil.which("pg_dump"):
+        candidates.append(Path(on_path))
+    return next((c for c in candidates if c.is_file() and _major_version(c) == major), None)
+
+
+def _major_version(binary: Path) -> int | None:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"\)\s+(\d+)", out)  # "pg_dump (PostgreSQL) 18.1"
+    return int(found.group(1)) if found else None
+
+
+def schema_dump(pg_dump: Path, dsn: str) -> str:
+    """`pg_dump --schema-only` of what the migrations own, without what differs per run."""
+    out = subprocess.run([str(pg_dump), "--schema-only", "--no-owner", "--exclude-schema=public",
+                          "-d", dsn], capture_output=True, text=True, check=True).stdout
+    # \restrict keys are random per run; the version comments name the build of the binaries
+    unstable = ("\\restrict ", "\\unrestrict ", "-- Dumped from ", "-- Dumped by ")
+    return "".join(line for line in out.splitlines(keepends=True)
+                   if not line.startswith(unstable))

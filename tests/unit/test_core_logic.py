@@ -40,12 +40,12 @@ def test_classify_first_attempt(exc: BaseException, status: str, code: str) -> N
     outcome = classify(exc, _job(attempt=1), base=2, cap=60)
     assert (outcome.status, outcome.error_code) == (status, code)
     if status == "pending":
-        assert outcome.outcome == "retry" and 1 <= outcome.retry_in <= 2
+        assert outcome.attempt_outcome == "retry" and 1 <= outcome.retry_in <= 2
 
 
 def test_retryable_failures_on_the_last_attempt_are_final() -> None:
     outcome = classify(RetryLater("rate_limited", "429"), _job(3, 3), base=2, cap=60)
-    assert (outcome.status, outcome.outcome) == ("failed", "failed")
+    assert (outcome.status, outcome.attempt_outcome) == ("failed", "failed")
 
 
 def test_retry_after_hint_is_used_as_is() -> None:
@@ -149,17 +149,39 @@ def test_log_lines_of_one_loop_step_are_written_together_and_in_order() -> None:
     assert stream.getvalue().endswith("outside a loop\n") and stream.writes == 3
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_a_record_the_stream_cannot_encode_loses_no_line(encoding: str) -> None:
+    """A lone surrogate (a model name from a lying server) or a character the stream's
+    encoding lacks: that line is written with the character escaped, and its batch-mates
+    are written as they are."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding, write_through=True)
+    writer = logs.LineWriter(stream)
+
+    async def main() -> None:
+        writer.msg("before")
+        writer.msg("model \ud800 \u00e9 \uc548")
+        writer.msg("after")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    lines = raw.getvalue().decode(encoding).splitlines()
+    assert lines[0] == "before" and lines[2] == "after", lines
+    assert lines[1].startswith("model \\ud800"), lines
+
+
 def test_changed_input_reruns_at_once_even_on_the_last_attempt() -> None:
     from worker.errors import InputChanged
 
     outcome = classify(InputChanged("input_changed", "text edited"), _job(3, 3), base=2, cap=60)
-    assert (outcome.status, outcome.outcome, outcome.retry_in) == ("pending", "superseded", 0.0)
+    assert (outcome.status, outcome.attempt_outcome, outcome.retry_in) == (
+        "pending", "superseded", 0.0)
 
 
 def test_a_wake_up_reaches_one_idle_slot_and_is_owed_when_none_is_idle() -> None:
     async def main() -> None:
-        waker = SlotWaker()
-        slots = [asyncio.create_task(waker.wait(5)) for _ in range(3)]
+        waker = SlotWaker(poll_interval=5)
+        slots = [asyncio.create_task(waker.wait()) for _ in range(3)]
         await asyncio.sleep(0)  # all three idle
         waker.wake_one()
         await asyncio.sleep(0)
@@ -169,17 +191,36 @@ def test_a_wake_up_reaches_one_idle_slot_and_is_owed_when_none_is_idle() -> None
         assert all(t.done() for t in slots)
         # no idle slot: the wake-up is owed, and the next wait returns at once
         waker.wake_one()
-        await asyncio.wait_for(waker.wait(5), 0.1)
+        await asyncio.wait_for(waker.wait(), 0.1)
         # unless a claim started after it: that claim sees what the notification announced
         waker.wake_one()
         waker.claiming()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(waker.wait(5), 0.05)
-        # a wait that timed out leaves nothing behind for the next wake-up to hit
-        await waker.wait(0.01)
-        later = asyncio.create_task(waker.wait(5))
+            await asyncio.wait_for(waker.wait(), 0.05)
+        # a wait that ended without a wake-up leaves nothing behind for the next one to hit
+        later = asyncio.create_task(waker.wait())
         await asyncio.sleep(0)
         waker.wake_one()
         await asyncio.wait_for(later, 0.1)
+
+    asyncio.run(main())
+
+
+def test_a_timed_wake_up_keeps_the_earliest_and_leaves_far_ones_to_the_poll() -> None:
+    async def main() -> None:
+        waker = SlotWaker(poll_interval=60)
+        first = asyncio.create_task(waker.wait())
+        second = asyncio.create_task(waker.wait())
+        await asyncio.sleep(0)
+        waker.wake_in(120)  # past the poll: the poll will find it
+        waker.wake_in(30)
+        waker.wake_in(0.01)  # replaces the one in 30 s
+        waker.wake_in(20)  # a later one does not push the earliest back
+        await asyncio.wait_for(first, 5)
+        await asyncio.sleep(0.05)
+        assert not second.done()  # one wake-up, one slot
+        # a timer that has fired does not hold back the next one
+        waker.wake_in(0.01)
+        await asyncio.wait_for(second, 5)
 
     asyncio.run(main())

@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from worker.config import PromptSettings, load_settings
 from worker.errors import ConfigError
-from worker.prompts import available_versions, load_prompt, selected_version
+from worker.prompts import (
+    Budget,
+    Prompt,
+    ResponseFormat,
+    available_versions,
+    load_prompt,
+    prompt_for,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "prompts"
 
@@ -32,19 +40,24 @@ def test_a_pinned_version_is_used() -> None:
 
 def test_the_environment_selects_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMPT_VERSION_EXPLAIN", raising=False)
+    monkeypatch.setenv("WORKER_PROMPTS_DIR", str(FIXTURES))
     monkeypatch.setenv("PROMPT_VERSION", "2")
-    assert load_prompt("explain", directory=FIXTURES).version == 2
+    assert prompt_for("explain", load_settings().prompts).version == 2
     monkeypatch.setenv("PROMPT_VERSION", "latest")
-    assert load_prompt("explain", directory=FIXTURES).version == 10
+    assert prompt_for("explain", load_settings().prompts).version == 10
     monkeypatch.delenv("PROMPT_VERSION")
-    assert load_prompt("explain", directory=FIXTURES).version == 10
+    assert prompt_for("explain", load_settings().prompts).version == 10
 
 
-def test_a_per_kind_variable_overrides_the_global_one() -> None:
-    env = {"PROMPT_VERSION": "latest", "PROMPT_VERSION_EXPLAIN": "1"}
-    assert selected_version("explain", env) == "1"
-    assert selected_version("weakness", env) == "latest"
-    assert selected_version("weakness", {}) == "latest"
+def test_a_per_kind_variable_overrides_the_global_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPT_VERSION", "latest")
+    monkeypatch.setenv("PROMPT_VERSION_EXPLAIN", "1")
+    prompts = load_settings().prompts
+    assert prompts.version_for("explain") == "1"
+    assert prompts.version_for("weakness") == "latest"
+    assert PromptSettings().version_for("weakness") == "latest"
+    # an empty variable counts as unset
+    assert PromptSettings(version="", per_kind={"explain": ""}).version_for("explain") == "latest"
 
 
 def test_a_missing_pinned_version_is_a_config_error_naming_what_exists() -> None:
@@ -155,3 +168,26 @@ def test_a_string_response_format_is_taken_as_instructions() -> None:
     assert prompt.response_format.max_tokens is None
     system, _ = prompt.render({"wrong_answers": "x"})
     assert system.content.endswith("Reply with JSON: weaknesses, suggestions.")
+
+
+def _with_budget(**given: float | None) -> Prompt:
+    prompt = load_prompt("explain", 1, directory=FIXTURES)
+    return prompt.model_copy(update={"response_format": ResponseFormat(**given)})
+
+
+def test_the_budget_takes_the_files_values_and_a_temperature_of_zero_is_zero() -> None:
+    default = Budget(max_tokens=900, temperature=0.2)
+    assert _with_budget(temperature=0.0).budget(default) == Budget(max_tokens=900,
+                                                                   temperature=0.0)
+    assert _with_budget(max_tokens=50).budget(default) == Budget(max_tokens=50, temperature=0.2)
+    assert _with_budget().budget(default) == default
+    assert load_prompt("explain", 1, directory=FIXTURES).budget(default) == default
+
+
+def test_the_request_carries_the_rendered_messages_and_the_budget() -> None:
+    prompt = _with_budget(max_tokens=50, temperature=0.0)
+    request = prompt.request({"question_text": "q", "correct_choice": 1}, ResponseFormat,
+                             Budget(max_tokens=900, temperature=0.2))
+    assert (request.max_tokens, request.temperature) == (50, 0.0)
+    assert request.messages == prompt.render({"question_text": "q", "correct_choice": 1})
+    assert request.output is ResponseFormat

@@ -4,16 +4,15 @@ merging into the stored analysis, grounding the model's claims, and the output m
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from worker.config import Settings
 from worker.errors import FinalFailure
 from worker.executor import parse_payload
-from worker.job import Job
 from worker.kinds import weakness as w
 from worker.kinds import weakness_store as store
 from worker.models.client import ModelClient
@@ -257,7 +256,7 @@ def test_a_payload_without_an_integer_quiz_id_is_a_final_bad_payload() -> None:
 
 
 def test_the_job_timeout_covers_a_repair_retry() -> None:
-    settings = ModelSettings(llm_timeouts={"weakness_analysis": 40.0})
-    made = w.kind(ModelClient(), settings)
+    settings = Settings(models=ModelSettings(llm_timeouts={"weakness_analysis": 40.0}))
+    made = w.kind(settings, ModelClient())
     assert made.name == w.KIND and made.batch_size == 1
     assert made.timeout > 2 * 40

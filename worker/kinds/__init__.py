@@ -5,22 +5,29 @@ Each kind is a small module supplying its handler to the shared pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import structlog
 
+from worker.config import Settings
 from worker.errors import ConfigError
 from worker.kinds import embedding, explanation, weakness
 from worker.models.build import check_embedding_dimension, vector_column_dimension
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal, ModelRetryable
-from worker.models.settings import ModelSettings
-from worker.registry import Registry
+from worker.registry import JobKind, Registry
 
 log = structlog.get_logger("worker.kinds")
 
-BUILTIN = (embedding.KIND, explanation.KIND, weakness.KIND)
+# each built-in kind, by name, and the factory that makes it from the settings and the client
+FACTORIES: dict[str, Callable[[Settings, ModelClient], JobKind]] = {
+    embedding.KIND: embedding.kind,
+    explanation.KIND: explanation.kind,
+    weakness.KIND: weakness.kind,
+}
+BUILTIN = tuple(FACTORIES)
 
 
 def enabled_kinds(selected: list[str] | None) -> list[str]:
@@ -34,18 +41,10 @@ def enabled_kinds(selected: list[str] | None) -> list[str]:
     return selected
 
 
-def register_builtin(
-    target: Registry, kinds: list[str], client: ModelClient, settings: ModelSettings
-) -> None:
-    if embedding.KIND in kinds:
-        # the job's limit covers reading the batch, the model round trips and the writes
-        model_timeout = settings.timeout_for(embedding.KIND)
-        target.register(embedding.kind(client, settings.embed_batch_size,
-                                       2 * model_timeout + 10, settings.embed_input_type))
-    if explanation.KIND in kinds:
-        target.register(explanation.kind(client, settings))
-    if weakness.KIND in kinds:
-        target.register(weakness.kind(client, settings))
+def register_builtin(target: Registry, kinds: list[str], settings: Settings,
+                     client: ModelClient) -> None:
+    for name in kinds:
+        target.register(FACTORIES[name](settings, client))
 
 
 def embedding_column_dimension(conn: psycopg.Connection[Any]) -> int | None:

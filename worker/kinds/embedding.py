@@ -5,20 +5,21 @@ A row's vector is written only while its text is still the text that was embedde
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 import psycopg
+from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, StrictInt
 
+from worker.config import Settings
 from worker.dberrors import connection_lost
-from worker.errors import FinalFailure, InputChanged, JobError, SkipJob
+from worker.errors import FinalFailure, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal
 from worker.models.types import CallContext
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 
 KIND = "embedding"
 # longer inputs are cut: bge-m3 reads about 8k tokens, and a 1 MB paste must not sink a batch
@@ -46,17 +47,13 @@ def _target(job: Job) -> tuple[str, int]:
     return args.source, args.id
 
 
-def _vector_literal(vector: tuple[float, ...]) -> str:
-    return "[" + ",".join(f"{x:.8g}" for x in vector) + "]"
-
-
 class Embeddings:
     def __init__(self, client: ModelClient, split_roles: bool = False) -> None:
         self.client = client
         # one model call per role when the server distinguishes query and passage
         self.split_roles = split_roles
 
-    async def run(self, conn: Conn, jobs: list[Job]) -> dict[int, Result]:
+    async def run(self, conn: JobConnection, jobs: list[Job]) -> dict[int, Result]:
         results: dict[int, Result] = {}
         targets: dict[int, tuple[str, int]] = {}
         for job in jobs:
@@ -81,8 +78,7 @@ class Embeddings:
                 results[job.id] = FinalFailure("bad_input", f"{source} {row_id} has no text")
             else:
                 text = row["text"]
-                todo.append((job, text[:MAX_CHARS], hashlib.md5(text.encode()).hexdigest(),
-                             len(text) > MAX_CHARS))
+                todo.append((job, text[:MAX_CHARS], row["text_md5"], len(text) > MAX_CHARS))
         if not todo:
             return results
 
@@ -126,13 +122,13 @@ class Embeddings:
             return single
         return [(vector, result.model) for vector in result.vectors]
 
-    async def _write(self, conn: Conn, target: tuple[str, int], vector: tuple[float, ...],
+    async def _write(self, conn: JobConnection, target: tuple[str, int], vector: tuple[float, ...],
                      model: str, text_md5: str, info: dict[str, Any]) -> Result:
         source, row_id = target
         try:
             async with conn.transaction():
                 cur = await conn.execute(q(_SOURCES[source]), {
-                    "id": row_id, "embedding": _vector_literal(vector),
+                    "id": row_id, "embedding": Vector(list(vector)),
                     "model": model, "text_md5": text_md5,
                 })
                 written = cur.rowcount == 1
@@ -157,7 +153,7 @@ class Embeddings:
                             f"{source} {row_id} was edited while it was embedded; "
                             "embedding the new text")
 
-    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+    async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if outcome.status != "failed":
             return
         if job.args is None:  # refused as bad_payload: no row to mark
@@ -166,9 +162,12 @@ class Embeddings:
         await conn.execute(q(_FAILED[source]), {"id": row_id})
 
 
-def kind(client: ModelClient, batch_size: int, timeout: float,
-         split_roles: bool = False) -> JobKind:
-    embeddings = Embeddings(client, split_roles)
+def kind(settings: Settings, client: ModelClient) -> JobKind:
+    """The embedding kind: a claim's batch is one model request (WORKER_EMBED_BATCH_SIZE),
+    so its job timeout covers reading the batch, the model round trips and the writes."""
+    models = settings.models
+    embeddings = Embeddings(client, models.embed_input_type)
     return JobKind(KIND, batch_handler=embeddings.run, payload_model=EmbeddingArgs,
                    on_final_failure=embeddings.on_final_failure,
-                   batch_size=batch_size, concurrency=2, timeout=timeout)
+                   batch_size=models.embed_batch_size, concurrency=2,
+                   timeout=2 * models.timeout_for(KIND) + 10)

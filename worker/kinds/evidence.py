@@ -8,27 +8,13 @@ from typing import Any, Protocol
 
 import openai
 import structlog
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pgvector import Vector
 
+from worker.config import EvidenceSettings, RerankSettings
 from worker.queries import q
-from worker.registry import Conn
+from worker.registry import JobConnection
 
 log = structlog.get_logger("worker.evidence")
-
-class EvidenceSettings(BaseSettings):
-    """How much evidence goes into a prompt (WORKER_EVIDENCE_*). The defaults are the
-    mission's 5 pieces of material and 3 explained questions; a small CPU model may want
-    less, since every piece adds prompt tokens to read before the first answer token."""
-
-    model_config = SettingsConfigDict(env_prefix="WORKER_EVIDENCE_", env_file=".env",
-                                      extra="ignore", frozen=True)
-
-    material_top: int = Field(default=5, ge=0)
-    questions_top: int = Field(default=3, ge=0)
-    candidates: int = Field(default=20, ge=1)
-    # one piece of evidence is cut to this many characters, so the prompt stays bounded
-    item_chars: int = Field(default=700, ge=50)
 
 
 @dataclass(frozen=True)
@@ -78,21 +64,6 @@ class HttpReranker:
         ranked = sorted(reply["results"], key=lambda r: -float(r["relevance_score"]))
         return [int(r["index"]) for r in ranked if 0 <= int(r["index"]) < len(texts)][:top]
 
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
-class RerankSettings(BaseSettings):
-    """WORKER_RERANK_BASE_URL unset means no reranker (vector order)."""
-
-    model_config = SettingsConfigDict(env_prefix="WORKER_RERANK_", env_file=".env",
-                                      extra="ignore", frozen=True)
-
-    base_url: str | None = None
-    model: str = "bge-reranker-v2-m3"
-    api_key: SecretStr | None = None
-    timeout: float = 15.0
-
 
 def build_reranker(settings: RerankSettings) -> Reranker:
     if not settings.base_url:
@@ -136,10 +107,9 @@ class Evidence:
                 "questions": [i.brief(n) for n, i in enumerate(self.questions, 1)]}
 
 
-async def gather(conn: Conn, question: dict[str, Any], embedding: str,
-                 reranker: Reranker, limits: EvidenceSettings | None = None) -> Evidence:
-    """Evidence for `question`, searched with its `embedding` (a pgvector literal)."""
-    limits = limits or EvidenceSettings()
+async def gather(conn: JobConnection, question: dict[str, Any], embedding: Vector,
+                 reranker: Reranker, limits: EvidenceSettings) -> Evidence:
+    """Evidence for `question`, searched with its `embedding`."""
 
     def _clip(text: str) -> str:
         cut = limits.item_chars

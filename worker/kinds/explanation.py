@@ -7,22 +7,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from worker.errors import FinalFailure, GuardFailed, InputChanged, JobError, SkipJob
+from worker.config import EvidenceSettings, Settings
+from worker.errors import FinalFailure, GuardFailed, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.kinds import evidence
 from worker.kinds.textcap import cap
 from worker.models.client import ModelClient
-from worker.models.settings import ModelSettings
-from worker.models.types import CallContext, CompletionRequest
-from worker.prompts import Prompt, load_prompt
+from worker.models.types import CallContext, CompletionResult
+from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 KIND = "explanation"
-DEFAULT_MAX_TOKENS = 900
+# the prompt file's response_format may set either
+DEFAULT_BUDGET = Budget(max_tokens=900, temperature=0.0)
 
 
 class Envelope(BaseModel):
@@ -66,87 +68,114 @@ def _problem(row: dict[str, Any]) -> str | None:
     return None
 
 
+def _cached(row: dict[str, Any], args: ExplanationArgs) -> bool:
+    return bool(row["ai_explanation_status"] == "ready" and row["has_text"]
+                and not args.regenerate)
+
+
+async def load(conn: JobConnection, qid: int) -> dict[str, Any]:
+    """The question as it is now; a question that cannot be explained ends the job here."""
+    row = await (await conn.execute(q("explanation_question"), {"id": qid})).fetchone()
+    if row is None:
+        raise SkipJob("missing", f"question {qid} does not exist")
+    if row["deleted"]:
+        raise SkipJob("deleted", f"question {qid} was deleted")
+    problem = _problem(row)
+    if problem:
+        raise FinalFailure("bad_input", f"question {qid}: {problem}")
+    return row
+
+
+async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
+                answer: Envelope) -> dict[str, Any]:
+    """Lock the question and check the answer against the key it has now: an edit since
+    `load` means the answer is about other content. Returns the facts with the key."""
+    qid = row["id"]
+    current = await (await conn.execute(q("lock_question_for_explanation"),
+                                        {"id": qid})).fetchone()
+    if current is None or current["deleted"]:
+        raise SkipJob("deleted", f"question {qid} was deleted while it was explained")
+    if current["content_md5"] != row["content_md5"]:
+        raise InputChanged("input_changed", f"question {qid} was edited while it was "
+                                            "explained; explaining the new version")
+    facts = {**facts, "correct_choice": current["correct_choice"]}
+    if answer.answer_choice != current["correct_choice"]:
+        failed = GuardFailed("guard_fail", f"the model answered {answer.answer_choice}, "
+                                           f"the key is {current['correct_choice']} "
+                                           f"(confidence {answer.confidence})")
+        failed.details = facts
+        raise failed
+    return facts
+
+
+async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
+                facts: dict[str, Any]) -> dict[str, Any]:
+    """Publish the explanation, capped, and return the job's result."""
+    text, capped = cap(answer.explanation_md)
+    await conn.execute(q("write_explanation"), {"id": qid, "text": text, "model": model})
+    return {**facts, "saved_length": len(text), "capped": capped}
+
+
+def _facts(answer: CompletionResult[Envelope], prompt: Prompt,
+           found: evidence.Evidence) -> dict[str, Any]:
+    """What the job records about the model's answer, written back or not."""
+    return {
+        "answer_choice": answer.value.answer_choice,
+        "confidence": answer.value.confidence,
+        "original_length": len(answer.value.explanation_md),
+        "model": answer.model, "prompt_version": prompt.version,
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+        "repaired": answer.repaired, "retried": answer.retried,
+        "evidence": found.record(),
+    }
+
+
 class Explanations:
     def __init__(self, client: ModelClient, prompt: Prompt, reranker: evidence.Reranker,
-                 limits: evidence.EvidenceSettings | None = None) -> None:
+                 limits: EvidenceSettings) -> None:
         self.client = client
         self.prompt = prompt
         self.reranker = reranker
-        self.limits = limits or evidence.EvidenceSettings()
+        self.limits = limits
 
-    async def handle(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def handle(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: ExplanationArgs = job.args
-        qid = args.question_id
-        row = await (await conn.execute(q("explanation_question"), {"id": qid})).fetchone()
-        if row is None:
-            raise SkipJob("missing", f"question {qid} does not exist")
-        if row["deleted"]:
-            raise SkipJob("deleted", f"question {qid} was deleted")
-        problem = _problem(row)
-        if problem:
-            raise FinalFailure("bad_input", f"question {qid}: {problem}")
-        if (row["ai_explanation_status"] == "ready" and row["has_text"]
-                and not args.regenerate):
+        row = await load(conn, args.question_id)
+        if _cached(row, args):
             return {"cached": True, "note": "already ready; no model call"}
+        found = await self.gather(conn, row, job)
+        answer = await self.ask(row, found, job)
+        facts = await guard(conn, row, _facts(answer, self.prompt, found), answer.value)
+        return await write(conn, row["id"], answer.value, answer.model, facts)
 
-        embedding = row["embedding"] or await self._embed(row["embedding_text"], job)
-        found = await evidence.gather(conn, row, embedding, self.reranker, self.limits)
+    async def gather(self, conn: JobConnection, row: dict[str, Any], job: Job) -> evidence.Evidence:
+        """The course's evidence for the question; none at all skips the job."""
+        vector = row["embedding"]
+        if vector is None:  # no ready vector yet: embed the question now for the search
+            result = await self.client.embed([row["embedding_text"]], CallContext.for_job(job),
+                                             role="query")
+            vector = Vector(list(result.vectors[0]))
+        found = await evidence.gather(conn, row, vector, self.reranker, self.limits)
         if found.empty():
             error = SkipJob("evidence_missing",
                             f"no study material or explained question in course "
-                            f"{row['course_id']} to ground question {qid} in")
+                            f"{row['course_id']} to ground question {row['id']} in")
             error.details = {"evidence": found.record()}
             raise error
+        return found
 
-        messages = self.prompt.render({
+    async def ask(self, row: dict[str, Any], found: evidence.Evidence, job: Job
+                  ) -> CompletionResult[Envelope]:
+        """The model's answer: the question, its choices and the evidence, never the key."""
+        request = self.prompt.request({
             "question_text": row["question_text"], "evidence": found.prompt_text(),
             **{f"choice_{n}": row[f"choice_{n}"] for n in range(1, 5)},
-        })
-        budget = self.prompt.response_format
-        result = await self.client.complete(
-            CompletionRequest[Envelope](
-                messages=messages, output=Envelope,
-                max_tokens=(budget.max_tokens if budget and budget.max_tokens
-                            else DEFAULT_MAX_TOKENS),
-                temperature=budget.temperature if budget and budget.temperature else 0.0),
-            CallContext.for_job(job, prompt_version=self.prompt.version))
-        envelope = result.value
+        }, Envelope, DEFAULT_BUDGET)
+        return await self.client.complete(
+            request, CallContext.for_job(job, prompt_version=self.prompt.version))
 
-        current = await (await conn.execute(q("lock_question_for_explanation"),
-                                            {"id": qid})).fetchone()
-        if current is None or current["deleted"]:
-            raise SkipJob("deleted", f"question {qid} was deleted while it was explained")
-        if current["content_md5"] != row["content_md5"]:
-            raise InputChanged("input_changed", f"question {qid} was edited while it was "
-                                                "explained; explaining the new version")
-        facts: dict[str, Any] = {
-            "answer_choice": envelope.answer_choice,
-            "correct_choice": current["correct_choice"],
-            "confidence": envelope.confidence,
-            "original_length": len(envelope.explanation_md),
-            "model": result.model, "prompt_version": self.prompt.version,
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-            "repaired": result.repaired, "retried": result.retried,
-            "evidence": found.record(),
-        }
-        if envelope.answer_choice != current["correct_choice"]:
-            guard = GuardFailed("guard_fail", f"the model answered {envelope.answer_choice}, "
-                                              f"the key is {current['correct_choice']} "
-                                              f"(confidence {envelope.confidence})")
-            guard.details = facts
-            raise guard
-        text, capped = cap(envelope.explanation_md)
-        await conn.execute(q("write_explanation"),
-                           {"id": qid, "text": text, "model": result.model})
-        return {**facts, "saved_length": len(text), "capped": capped}
-
-    async def _embed(self, text: str, job: Job) -> str:
-        """The question has no ready vector yet: embed it now for the evidence search."""
-        result = await self.client.embed([text], CallContext.for_job(job), role="query")
-        return "[" + ",".join(f"{x:.8g}" for x in result.vectors[0]) + "]"
-
-    async def on_final_failure(self, conn: Conn, job: Job, outcome: Outcome) -> None:
+    async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if job.args is None:  # refused as bad_payload: no question to mark
             return
         qid = job.args.question_id
@@ -156,13 +185,13 @@ class Explanations:
             await conn.execute(q("mark_explanation"), {"id": qid, "status": "skipped"})
 
 
-def kind(client: ModelClient, settings: ModelSettings,
-         reranker: evidence.Reranker | None = None) -> JobKind:
+def kind(settings: Settings, client: ModelClient) -> JobKind:
     """The explanation kind. Its job timeout covers an embedding for the evidence search
     and two model round trips (the model layer's one repair retry)."""
-    explanations = Explanations(client, load_prompt(KIND),
-                                reranker or evidence.build_reranker(evidence.RerankSettings()))
-    timeout = 2 * settings.timeout_for(KIND) + settings.timeout_for("embedding") + 10
+    explanations = Explanations(client, prompt_for(KIND, settings.prompts),
+                                evidence.build_reranker(settings.rerank), settings.evidence)
+    models = settings.models
+    timeout = 2 * models.timeout_for(KIND) + models.timeout_for("embedding") + 10
     return JobKind(KIND, handler=explanations.handle, payload_model=ExplanationArgs,
                    on_final_failure=explanations.on_final_failure,
                    concurrency=2, timeout=timeout)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from psycopg.types.json import Jsonb
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, field_validator
 
-from worker.errors import FinalFailure, InputChanged, SkipJob
+from worker.config import Settings
+from worker.errors import InputChanged, SkipJob
 from worker.job import Job
 from worker.kinds.weakness_store import (
     RANK,
@@ -31,11 +31,10 @@ from worker.kinds.weakness_store import (
     topic_key,
 )
 from worker.models.client import ModelClient
-from worker.models.settings import ModelSettings
-from worker.models.types import CallContext, CompletionRequest, Message
-from worker.prompts import Prompt, load_prompt
+from worker.models.types import CallContext, Message
+from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
-from worker.registry import Conn, JobKind
+from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 __all__ = ["KIND", "RANK", "SUMMARY_MAX_CHARS", "SUMMARY_MAX_TOPICS", "kind", "merge",
@@ -48,7 +47,8 @@ MAX_WRONG_ANSWERS = 40
 CHARS = {"question": 600, "choice": 200, "reference": 600, "answer": 600, "explanation": 400}
 # per analysis, and in the course-level aggregate
 MAX_WEAKNESSES, MAX_SUGGESTIONS = 10, 8
-DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE = 1500, 0.2
+# the prompt file's response_format may set either
+DEFAULT_BUDGET = Budget(max_tokens=1500, temperature=0.2)
 VARIABLES = ("course_title", "quiz_label", "answered", "wrong_count", "wrong_answers",
              "existing_summary")
 
@@ -230,12 +230,8 @@ class Analyzer:
     def __init__(self, client: ModelClient, prompt: Prompt) -> None:
         self.client = client
         self.prompt = prompt
-        rf = prompt.response_format
-        self.max_tokens = (rf.max_tokens if rf else None) or DEFAULT_MAX_TOKENS
-        self.temperature = rf.temperature if rf and rf.temperature is not None \
-            else DEFAULT_TEMPERATURE
 
-    async def run(self, conn: Conn, job: Job) -> dict[str, Any]:
+    async def run(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: WeaknessArgs = job.args
         quiz_id = args.quiz_id
         quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
@@ -258,17 +254,15 @@ class Analyzer:
 
         sent = wrong[:MAX_WRONG_ANSWERS]
         summary, named = summarize(normalize(quiz["existing"]))
-        messages = self.prompt.render(prompt_values(quiz["course_title"], quiz, sent,
-                                                    len(wrong), summary))
+        request = self.prompt.request(
+            prompt_values(quiz["course_title"], quiz, sent, len(wrong), summary),
+            WeaknessAnalysis, DEFAULT_BUDGET)
         result = await self.client.complete(
-            CompletionRequest[WeaknessAnalysis](
-                messages=messages, output=WeaknessAnalysis, max_tokens=self.max_tokens,
-                temperature=self.temperature),
-            CallContext.for_job(job, prompt_version=self.prompt.version))
+            request, CallContext.for_job(job, prompt_version=self.prompt.version))
         weaknesses, suggestions, grounding = ground(result.value, sent)
         info |= {"analyzed": True, "prompt_version": self.prompt.version,
                  "wrong_answers": len(sent), "summary_topics": named,
-                 "prompt_chars": prompt_chars(messages),
+                 "prompt_chars": prompt_chars(request.messages),
                  "prompt_tokens": result.usage.prompt_tokens,
                  "completion_tokens": result.usage.completion_tokens, "model": result.model,
                  "backend": result.backend, "repaired": result.repaired,
@@ -304,16 +298,14 @@ def prompt_chars(messages: tuple[Message, ...]) -> int:
     return sum(len(m.content) for m in messages)
 
 
-def kind(client: ModelClient, settings: ModelSettings, *,
-         prompts_dir: Path | None = None) -> JobKind:
+def kind(settings: Settings, client: ModelClient) -> JobKind:
     """The job kind; its prompt version (PROMPT_VERSION[_WEAKNESS_ANALYSIS]) is fixed here,
     at start-up, so a bad prompt file stops the worker instead of failing jobs."""
-    prompt = load_prompt(KIND, directory=prompts_dir, variables=VARIABLES)
-    analyzer = Analyzer(client, prompt)
+    analyzer = Analyzer(client, prompt_for(KIND, settings.prompts, VARIABLES))
     # batch_size 1: the course row stays locked from the merge to the claim's commit, and a
     # batch would hold it through the model calls of the jobs after it. The timeout: one round
     # trip may be followed by a repair retry, each bounded by the model timeout; the rest
     # covers the gate wait, the reads and the merge
     return JobKind(KIND, handler=analyzer.run, payload_model=WeaknessArgs, batch_size=1,
                    concurrency=2,
-                   timeout=2 * settings.timeout_for(KIND) + 15)
+                   timeout=2 * settings.models.timeout_for(KIND) + 15)

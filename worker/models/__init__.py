@@ -9,7 +9,7 @@ from worker.models.build import build_client, check_embedding_dimension, vector_
 from worker.models.client import ChatBackend, EmbeddingBackend, ModelClient, check_reply
 from worker.models.errors import ModelError, ModelFinal, ModelRetryable, error_details
 from worker.models.gate import AdvisoryGate, Gate, Gates, Ticket
-from worker.models.settings import ModelSettings, load_model_settings
+from worker.models.settings import ModelSettings
 from worker.models.types import (
     CallContext,
     CompletionRequest,
@@ -47,6 +47,5 @@ __all__ = [
     "check_embedding_dimension",
     "check_reply",
     "error_details",
-    "load_model_settings",
     "vector_column_dimension",
 ]

@@ -1,14 +1,13 @@
-"""Model settings from the environment: which backend, which endpoint, gates and timeouts.
+"""The model section of the settings: which backend, which endpoint, gates and timeouts.
 
 API keys are SecretStr, so they never show in a repr or a log record.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from worker.models.types import JsonMode
 
@@ -16,13 +15,11 @@ DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
 OPENAI_API_URL = "https://api.openai.com/v1"
 
 
-class ModelSettings(BaseSettings):
-    """Variables are prefixed `WORKER_`, except the OpenAI SDK's own OPENAI_API_KEY and
-    OPENAI_BASE_URL. Every variable is listed in docs/models.md."""
+class ModelSettings(BaseModel):
+    """Read from variables prefixed `WORKER_` (worker.config.Settings.models), except the
+    OpenAI SDK's own OPENAI_API_KEY and OPENAI_BASE_URL. Every one is listed in docs/models.md."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WORKER_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     llm_backend: Literal["openai", "mlx"] = "openai"
     openai_api_key: SecretStr | None = Field(
@@ -57,7 +54,7 @@ class ModelSettings(BaseSettings):
     embed_batch_size: int = Field(default=32, ge=1)
 
     # per job kind, e.g. "explanation=30,embedding=15,weakness_analysis=90"
-    llm_timeouts: Annotated[dict[str, float], NoDecode] = Field(
+    llm_timeouts: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_TIMEOUTS)
     )
     llm_timeout_default: float = Field(default=60.0, gt=0)
@@ -89,7 +86,3 @@ class ModelSettings(BaseSettings):
 
     def embed_endpoint(self) -> str:
         return (self.embed_base_url or self.openai_base_url or OPENAI_API_URL).rstrip("/")
-
-
-def load_model_settings(**overrides: object) -> ModelSettings:
-    return ModelSettings(**overrides)  # type: ignore[arg-type]  # pydantic-settings fills the rest

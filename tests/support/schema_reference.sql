@@ -1,0 +1,2441 @@
+-- pg_dump --schema-only of a freshly migrated database, PostgreSQL 18.
+-- Written by `REGENERATE_SCHEMA=1 pytest tests/integration/test_migrate.py`.
+
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET transaction_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: app; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA app;
+
+
+--
+-- Name: queue; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA queue;
+
+
+--
+-- Name: vector; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;
+
+
+--
+-- Name: EXTENSION vector; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON EXTENSION vector IS 'vector data type and ivfflat and hnsw access methods';
+
+
+--
+-- Name: answer_is_wrong(text, boolean, smallint, smallint, numeric, numeric); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.answer_is_wrong(p_question_type text, p_is_correct boolean, p_selected_choice smallint, p_correct_choice smallint, p_score numeric, p_max_score numeric) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN p_question_type = 'descriptive' THEN
+            CASE WHEN p_score IS NOT NULL AND p_max_score IS NOT NULL
+                 THEN p_score < p_max_score
+                 ELSE p_is_correct IS FALSE END
+        ELSE
+            CASE WHEN p_is_correct IS NOT NULL
+                 THEN NOT p_is_correct
+                 ELSE p_correct_choice IS NOT NULL
+                      AND p_selected_choice IS DISTINCT FROM p_correct_choice END
+    END;
+$$;
+
+
+--
+-- Name: backfill_embeddings(bigint, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.backfill_embeddings(p_course_id bigint DEFAULT NULL::bigint, p_model text DEFAULT NULL::text) RETURNS TABLE(job_id bigint)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH q AS (
+        UPDATE app.questions x
+        SET embedding_status = app.embedding_status_after_write(
+                false, x.embedding_status, x.embedding IS NOT NULL)
+        WHERE x.deleted_at IS NULL
+          AND (p_course_id IS NULL OR x.course_id = p_course_id)
+          AND (x.embedding_status <> 'ready' OR x.embedding IS NULL
+               OR (p_model IS NOT NULL AND x.embedding_model IS DISTINCT FROM p_model))
+        RETURNING x.id
+    ), c AS (
+        UPDATE app.document_chunks x
+        SET embedding_status = app.embedding_status_after_write(
+                false, x.embedding_status, x.embedding IS NOT NULL)
+        FROM app.documents d
+        WHERE d.id = x.document_id AND d.deleted_at IS NULL
+          AND (p_course_id IS NULL OR d.course_id = p_course_id)
+          AND (x.embedding_status <> 'ready' OR x.embedding IS NULL
+               OR (p_model IS NOT NULL AND x.embedding_model IS DISTINCT FROM p_model))
+        RETURNING x.id
+    )
+    SELECT queue.enqueue('embedding', 'question:' || q.id,
+                         jsonb_build_object('source', 'question', 'id', q.id))
+    FROM q
+    UNION ALL
+    SELECT queue.enqueue('embedding', 'chunk:' || c.id,
+                         jsonb_build_object('source', 'chunk', 'id', c.id))
+    FROM c;
+END;
+$$;
+
+
+--
+-- Name: chunks_embedding_status(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.chunks_embedding_status() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.embedding_status := app.embedding_status_after_write(
+        TG_OP = 'INSERT', NEW.embedding_status, NEW.embedding IS NOT NULL);
+    RETURN NEW;
+END;
+$$;
+
+
+--
+-- Name: chunks_enqueue_embedding(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.chunks_enqueue_embedding() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.embedding_status IN ('pending', 'stale') THEN
+        PERFORM queue.enqueue('embedding', 'chunk:' || NEW.id,
+                              jsonb_build_object('source', 'chunk', 'id', NEW.id));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: course_weakness_history(bigint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.course_weakness_history(p_course_id bigint) RETURNS TABLE(entry integer, source text, quiz_id bigint, job_id bigint, analyzed_at text, prompt_version integer, model text, wrong_answers integer, weaknesses jsonb, suggestions jsonb, superseded_by_job bigint)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT h.ord::integer,
+           h.e ->> 'source',
+           (h.e ->> 'quiz_id')::bigint,
+           (h.e ->> 'job_id')::bigint,
+           h.e ->> 'analyzed_at',
+           (h.e ->> 'prompt_version')::integer,
+           h.e ->> 'model',
+           (h.e ->> 'wrong_answers')::integer,
+           h.e -> 'weaknesses',
+           h.e -> 'suggestions',
+           (h.e ->> 'superseded_by_job')::bigint
+    FROM app.courses c
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(c.course_weakness_analysis -> 'history') = 'array'
+             THEN c.course_weakness_analysis -> 'history' ELSE '[]'::jsonb END
+    ) WITH ORDINALITY AS h(e, ord)
+    WHERE c.id = p_course_id
+    ORDER BY h.ord;
+$$;
+
+
+--
+-- Name: duplicate_questions(bigint, double precision); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.duplicate_questions(p_question_id bigint, p_threshold double precision DEFAULT 0.95) RETURNS TABLE(question_id bigint, similarity double precision, question_text text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.question_id, s.similarity, s.question_text
+    FROM app.similar_questions(p_question_id, 20) s
+    WHERE s.similarity >= p_threshold;
+$$;
+
+
+--
+-- Name: embedding_jobs_failed(bigint[]); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.embedding_jobs_failed(p_job_ids bigint[]) RETURNS void
+    LANGUAGE sql
+    AS $_$
+    UPDATE app.questions x
+    SET embedding_status = 'failed'
+    FROM queue.jobs j
+    WHERE j.id = ANY(p_job_ids) AND j.payload ->> 'source' = 'question'
+      AND x.id = CASE WHEN j.payload ->> 'id' ~ '^[0-9]{1,18}$'
+                      THEN (j.payload ->> 'id')::bigint END
+      AND x.embedding_status IN ('pending', 'stale');
+    UPDATE app.document_chunks c
+    SET embedding_status = 'failed'
+    FROM queue.jobs j
+    WHERE j.id = ANY(p_job_ids) AND j.payload ->> 'source' = 'chunk'
+      AND c.id = CASE WHEN j.payload ->> 'id' ~ '^[0-9]{1,18}$'
+                      THEN (j.payload ->> 'id')::bigint END
+      AND c.embedding_status IN ('pending', 'stale');
+$_$;
+
+
+--
+-- Name: embedding_status_after_write(boolean, text, boolean); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.embedding_status_after_write(p_inserted boolean, p_status text, p_has_vector boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN p_inserted THEN CASE WHEN p_has_vector AND p_status = 'ready'
+                                  THEN 'ready' ELSE 'pending' END
+        WHEN p_status IN ('ready', 'stale') AND p_has_vector THEN 'stale'
+        ELSE 'pending'
+    END;
+$$;
+
+
+--
+-- Name: explanation_gave_up(bigint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.explanation_gave_up(p_question_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce((
+        SELECT j.error_code IN ('guard_fail', 'evidence_missing')
+        FROM queue.jobs j
+        WHERE j.kind = 'explanation' AND j.subject = 'question:' || p_question_id
+        ORDER BY j.id DESC
+        LIMIT 1), false);
+$$;
+
+
+--
+-- Name: explanation_jobs_failed(bigint[]); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.explanation_jobs_failed(p_job_ids bigint[]) RETURNS void
+    LANGUAGE sql
+    AS $_$
+    UPDATE app.questions x
+    SET ai_explanation_status = 'failed'
+    FROM queue.jobs j
+    WHERE j.id = ANY(p_job_ids)
+      AND x.id = CASE WHEN j.payload ->> 'question_id' ~ '^[0-9]{1,18}$'
+                      THEN (j.payload ->> 'question_id')::bigint END
+      AND x.ai_explanation_status = 'pending';
+$_$;
+
+
+--
+-- Name: prefetch_explanations(bigint, integer); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.prefetch_explanations(p_quiz_id bigint, p_limit integer DEFAULT 30) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_count integer := 0;
+    v_qid   bigint;
+BEGIN
+    FOR v_qid IN
+        SELECT q.id
+        FROM app.quiz_answers a
+        JOIN app.questions q ON q.id = a.question_id
+        WHERE a.quiz_id = p_quiz_id
+          AND (a.is_correct IS FALSE OR a.unsure)
+          AND q.question_type = 'multiple_choice'
+          AND q.deleted_at IS NULL
+          AND (q.ai_explanation_status IN ('none', 'failed') OR q.ai_explanation IS NULL)
+          AND q.ai_explanation_status <> 'pending'
+          AND NOT app.explanation_gave_up(q.id)
+        -- wrong answers before merely unsure ones, then in the quiz's order
+        ORDER BY (a.is_correct IS FALSE) DESC, a.id
+        LIMIT p_limit
+    LOOP
+        UPDATE app.questions SET ai_explanation_status = 'pending' WHERE id = v_qid;
+        PERFORM queue.enqueue('explanation', 'question:' || v_qid,
+                              jsonb_build_object('question_id', v_qid, 'source', 'prefetch',
+                                                 'quiz_id', p_quiz_id));
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+
+--
+-- Name: question_content_md5(text, text, text, text, text, smallint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT md5(jsonb_build_array(p_text, p_c1, p_c2, p_c3, p_c4, p_key)::text);
+$$;
+
+
+--
+-- Name: question_embedding_text(text, text, text, text, text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.question_embedding_text(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT '문제: ' || coalesce(p_text, '')
+        || CASE WHEN coalesce(p_c1, p_c2, p_c3, p_c4) IS NULL THEN ''
+                ELSE E'\n보기:\n1. ' || coalesce(p_c1, '') || E'\n2. ' || coalesce(p_c2, '')
+                  || E'\n3. ' || coalesce(p_c3, '') || E'\n4. ' || coalesce(p_c4, '')
+           END;
+$$;
+
+
+--
+-- Name: questions_embedding_status(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.questions_embedding_status() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.deleted_at IS NULL THEN
+        NEW.embedding_status := app.embedding_status_after_write(
+            TG_OP = 'INSERT', NEW.embedding_status, NEW.embedding IS NOT NULL);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+
+--
+-- Name: questions_enqueue_embedding(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.questions_enqueue_embedding() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.deleted_at IS NULL AND NEW.embedding_status IN ('pending', 'stale') THEN
+        PERFORM queue.enqueue('embedding', 'question:' || NEW.id,
+                              jsonb_build_object('source', 'question', 'id', NEW.id));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: questions_explanation_stale(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.questions_explanation_stale() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.ai_explanation_status = 'ready' THEN
+        NEW.ai_explanation_status := 'stale';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+
+--
+-- Name: quiz_grading_md5(bigint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.quiz_grading_md5(p_quiz_id bigint) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT md5(coalesce(jsonb_agg(jsonb_build_array(
+                   a.id, a.question_id, a.selected_choice, a.answer_text, a.is_correct,
+                   a.unsure, a.score, a.max_score) ORDER BY a.id), '[]'::jsonb)::text)
+    FROM app.quiz_answers a
+    WHERE a.quiz_id = p_quiz_id;
+$$;
+
+
+--
+-- Name: quizzes_enqueue_weakness_analysis(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.quizzes_enqueue_weakness_analysis() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM queue.enqueue('weakness_analysis', 'quiz:' || NEW.id,
+                          jsonb_build_object('quiz_id', NEW.id, 'course_id', NEW.course_id));
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: quizzes_prefetch_explanations(); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.quizzes_prefetch_explanations() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    BEGIN
+        PERFORM app.prefetch_explanations(NEW.id);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'explanation prefetch for quiz % failed: %', NEW.id, SQLERRM;
+    END;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: request_explanation(bigint, boolean); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean DEFAULT false) RETURNS TABLE(status text, explanation text, is_stale boolean, job_id bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_q      app.questions;
+    v_active bigint;
+BEGIN
+    SELECT * INTO v_q FROM app.questions x WHERE x.id = p_question_id FOR NO KEY UPDATE;
+    IF NOT FOUND OR v_q.deleted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'question % does not exist', p_question_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_q.question_type <> 'multiple_choice' THEN
+        RAISE EXCEPTION 'question % is not a multiple-choice question', p_question_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT j.id INTO v_active FROM queue.jobs j
+    WHERE j.kind = 'explanation' AND j.subject = 'question:' || p_question_id
+      AND j.status IN ('pending', 'running');
+    IF v_q.ai_explanation_status = 'pending' AND v_active IS NOT NULL THEN
+        RAISE EXCEPTION 'an explanation of question % is being generated', p_question_id
+            USING ERRCODE = 'object_in_use', HINT = 'ask again when it is ready';
+    END IF;
+
+    IF v_q.ai_explanation_status IN ('ready', 'stale') AND v_q.ai_explanation IS NOT NULL
+       AND NOT p_regenerate THEN
+        RETURN QUERY SELECT v_q.ai_explanation_status, v_q.ai_explanation,
+                            v_q.ai_explanation_status = 'stale', NULL::bigint;
+        RETURN;
+    END IF;
+
+    UPDATE app.questions x SET ai_explanation_status = 'pending' WHERE x.id = p_question_id;
+    v_active := queue.enqueue('explanation', 'question:' || p_question_id,
+                              jsonb_build_object('question_id', p_question_id,
+                                                 'source', 'manual',
+                                                 'regenerate', p_regenerate),
+                              p_priority => 10::smallint);
+    RETURN QUERY SELECT 'pending'::text, v_q.ai_explanation, false, v_active;
+END;
+$$;
+
+
+--
+-- Name: request_weakness_analysis(bigint); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.request_weakness_analysis(p_quiz_id bigint) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_quiz app.quizzes;
+BEGIN
+    SELECT * INTO v_quiz FROM app.quizzes WHERE id = p_quiz_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'quiz % does not exist', p_quiz_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_quiz.status <> 'graded' THEN
+        RAISE EXCEPTION 'quiz % is %, not graded; only graded quizzes are analysed',
+            p_quiz_id, v_quiz.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN queue.enqueue('weakness_analysis', 'quiz:' || v_quiz.id,
+                         jsonb_build_object('quiz_id', v_quiz.id, 'course_id', v_quiz.course_id));
+END;
+$$;
+
+
+--
+-- Name: similar_questions(bigint, integer); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.similar_questions(p_question_id bigint, p_k integer DEFAULT 5) RETURNS TABLE(question_id bigint, similarity double precision, question_text text)
+    LANGUAGE plpgsql STABLE
+    SET "hnsw.iterative_scan" TO 'strict_order'
+    AS $$
+DECLARE
+    v_course    bigint;
+    v_embedding vector;
+BEGIN
+    SELECT x.course_id, x.embedding INTO v_course, v_embedding
+    FROM app.questions x WHERE x.id = p_question_id;
+    IF v_embedding IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT x.id, 1 - (x.embedding <=> v_embedding), x.question_text
+    FROM app.questions x
+    WHERE x.deleted_at IS NULL AND x.embedding IS NOT NULL
+      AND x.course_id = v_course AND x.id <> p_question_id AND x.is_active
+    ORDER BY x.embedding <=> v_embedding
+    LIMIT p_k;
+END;
+$$;
+
+
+--
+-- Name: apply_reruns(bigint[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.apply_reruns(p_job_ids bigint[] DEFAULT NULL::bigint[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH taken AS (
+        DELETE FROM queue.reruns r
+        WHERE CASE WHEN p_job_ids IS NOT NULL THEN r.job_id = ANY(p_job_ids)
+                   ELSE NOT EXISTS (SELECT 1 FROM queue.jobs j WHERE j.id = r.job_id
+                                      AND j.status IN ('pending', 'running')) END
+        RETURNING r.*
+    ), again AS (
+        INSERT INTO queue.jobs (kind, subject, payload, priority, max_attempts, requeued_from)
+        SELECT t.kind, t.subject, t.payload, t.priority, t.max_attempts, t.job_id
+        FROM taken t
+        JOIN queue.jobs j ON j.id = t.job_id AND j.status IN ('completed', 'failed', 'skipped')
+        ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
+        RETURNING id
+    )
+    SELECT count(*) INTO v_count FROM again;
+    RETURN v_count;
+END;
+$$;
+
+
+--
+-- Name: cancel(bigint, text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.cancel(p_job_id bigint, p_reason text DEFAULT 'cancelled by operator'::text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT status INTO v_status FROM queue.jobs WHERE id = p_job_id
+    FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT status INTO v_status FROM queue.jobs WHERE id = p_job_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
+        END IF;
+        -- held by a claim or an operator call; a finished row only by a concurrent requeue
+        IF v_status IN ('pending', 'running') THEN
+            RAISE EXCEPTION 'job % is running; it cannot be cancelled mid-attempt', p_job_id
+                USING ERRCODE = 'object_in_use';
+        END IF;
+        RETURN false;
+    END IF;
+    IF v_status NOT IN ('pending', 'running') THEN
+        RETURN false;
+    END IF;
+    UPDATE queue.jobs
+    SET status = 'cancelled', error_code = 'cancelled', error_message = p_reason,
+        completed_at = now(), updated_at = now()
+    WHERE id = p_job_id;
+    RETURN true;
+END;
+$$;
+
+
+--
+-- Name: claim_lost(integer, integer, integer, integer); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'claim no longer owns its jobs: % of % jobs, % of % attempts still its own',
+        jobs, expected_jobs, attempts, expected_attempts
+        USING ERRCODE = 'LW001', HINT = 'nothing of this claim was written';
+END;
+$$;
+
+
+--
+-- Name: delete_attempts_of_deleted_jobs(); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.delete_attempts_of_deleted_jobs() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'queue'
+    AS $$
+BEGIN
+    DELETE FROM queue.attempts a USING deleted_jobs d WHERE a.job_id = d.id;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: enqueue(text, text, jsonb, smallint, timestamp with time zone, integer); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.enqueue(p_kind text, p_subject text, p_payload jsonb DEFAULT '{}'::jsonb, p_priority smallint DEFAULT 0, p_run_at timestamp with time zone DEFAULT now(), p_max_attempts integer DEFAULT 2) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    INSERT INTO queue.jobs (kind, subject, payload, priority, run_at, max_attempts)
+    VALUES (p_kind, p_subject, coalesce(p_payload, '{}'::jsonb), p_priority, p_run_at,
+            p_max_attempts)
+    ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
+    RETURNING id INTO v_id;
+    IF v_id IS NOT NULL THEN
+        RETURN v_id;
+    END IF;
+    SELECT id INTO v_id FROM queue.jobs
+    WHERE kind = p_kind AND subject = p_subject AND status IN ('pending', 'running');
+    IF v_id IS NULL THEN
+        RETURN NULL;  -- it ended between the insert and this read; the caller may retry
+    END IF;
+    PERFORM 1 FROM queue.jobs WHERE id = v_id FOR SHARE SKIP LOCKED;
+    IF FOUND THEN
+        -- not claimed, and no claim can start on it before this transaction commits
+        PERFORM pg_notify('queue_jobs', p_kind);
+    ELSE
+        INSERT INTO queue.reruns AS r (job_id, kind, subject, payload, priority, max_attempts)
+        VALUES (v_id, p_kind, p_subject, coalesce(p_payload, '{}'::jsonb), p_priority,
+                p_max_attempts)
+        ON CONFLICT (job_id) DO UPDATE
+        SET payload = EXCLUDED.payload, requests = r.requests + 1, requested_at = now(),
+            priority = greatest(r.priority, EXCLUDED.priority);
+    END IF;
+    RETURN v_id;
+END;
+$$;
+
+
+--
+-- Name: fail_unknown_kinds(interval, interval); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.fail_unknown_kinds(p_grace interval DEFAULT '00:10:00'::interval, p_live interval DEFAULT '00:02:00'::interval) RETURNS integer
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    v_ids   bigint[];
+    v_kinds text[];
+    v_hook  record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM queue.workers
+                   WHERE heartbeat_at > now() - p_live AND started_at <= now() - p_grace) THEN
+        RETURN 0;  -- no worker alive, or the fleet is just back: every kind gets the grace
+    END IF;
+    WITH orphans AS (
+        SELECT j.id FROM queue.jobs j
+        LEFT JOIN queue.kinds_seen s ON s.kind = j.kind
+        WHERE j.status = 'pending'
+          AND greatest(j.created_at, s.last_seen_at) < now() - p_grace
+          AND NOT EXISTS (
+              SELECT 1 FROM queue.workers w
+              WHERE w.heartbeat_at > now() - p_live AND j.kind = ANY (w.kinds))
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    ), failed AS (
+        UPDATE queue.jobs j
+        SET status = 'failed', error_code = 'unknown_kind',
+            error_message = format('no live worker runs job kind %L; check the kind, or '
+                                   'start a worker that runs it and requeue', j.kind),
+            completed_at = now(), updated_at = now()
+        FROM orphans o
+        WHERE j.id = o.id
+        RETURNING j.id, j.kind
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}'), coalesce(array_agg(kind ORDER BY id), '{}')
+    INTO v_ids, v_kinds FROM failed;
+    FOR v_hook IN
+        SELECT h.hook, array_agg(s.id ORDER BY s.id) AS ids
+        FROM unnest(v_ids, v_kinds) AS s(id, kind)
+        JOIN queue.failure_hooks h ON h.kind = s.kind
+        GROUP BY h.hook
+    LOOP
+        -- regproc prints as a quoted, schema-qualified name: no text of a job is spliced
+        EXECUTE format('SELECT %s($1)', v_hook.hook) USING v_hook.ids;
+    END LOOP;
+    RETURN cardinality(v_ids);
+END;
+$_$;
+
+
+--
+-- Name: is_running(bigint); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.is_running(p_job_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM queue.attempts a
+        WHERE a.job_id = p_job_id AND a.finished_at IS NULL
+          AND pg_xact_status(a.claim_xid) = 'in progress');
+$$;
+
+
+--
+-- Name: notify_new_jobs(); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.notify_new_jobs() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('queue_jobs', k.kind)
+    FROM (SELECT DISTINCT n.kind FROM new_jobs n WHERE n.status = 'pending') AS k;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: requeue(bigint); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.requeue(p_job_id bigint) RETURNS bigint
+    LANGUAGE sql
+    AS $$
+    SELECT r.job_id FROM queue.requeue_job(p_job_id) AS r;
+$$;
+
+
+--
+-- Name: requeue_failed(text, text, interval, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.requeue_failed(p_kind text DEFAULT NULL::text, p_error_code text DEFAULT NULL::text, p_older_than interval DEFAULT NULL::interval, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id      bigint;
+    v_created boolean;
+    v_count   integer := 0;
+BEGIN
+    FOR v_id IN
+        SELECT DISTINCT ON (j.kind, coalesce(j.subject, j.id::text)) j.id
+        FROM queue.jobs j
+        WHERE j.status = 'failed'
+          AND j.requeued_to IS NULL
+          AND (p_kind IS NULL OR j.kind = p_kind)
+          AND (p_error_code IS NULL OR j.error_code = p_error_code)
+          AND (p_older_than IS NULL OR j.completed_at <= now() - p_older_than)
+          AND (p_since IS NULL OR j.completed_at >= p_since)
+          AND NOT EXISTS (
+              SELECT 1 FROM queue.jobs later
+              WHERE later.kind = j.kind AND later.subject = j.subject AND later.id > j.id)
+        ORDER BY j.kind, coalesce(j.subject, j.id::text), j.id DESC
+    LOOP
+        -- counted only if this call made the new job (a concurrent call may have)
+        SELECT r.created INTO v_created FROM queue.requeue_job(v_id) AS r;
+        IF v_created THEN
+            v_count := v_count + 1;
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+
+--
+-- Name: requeue_job(bigint); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_job queue.jobs;
+    v_new bigint;
+BEGIN
+    SELECT * INTO v_job FROM queue.jobs WHERE id = p_job_id FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        SELECT * INTO v_job FROM queue.jobs WHERE id = p_job_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
+        END IF;
+        IF v_job.status IN ('pending', 'running') THEN
+            IF queue.is_running(p_job_id) THEN
+                RAISE EXCEPTION 'job % is running; requeue it after its attempt ends', p_job_id
+                    USING ERRCODE = 'object_in_use';
+            END IF;
+            -- A lock without a running attempt is a worker claiming it right now or another
+            -- operator call: either way it is about to be handled, which is what was asked.
+            job_id := p_job_id;
+            created := false;
+            RETURN;
+        END IF;
+        -- Workers never lock finished rows, so this waits only for a concurrent requeue, and
+        -- returns the row as that requeue committed it.
+        SELECT * INTO v_job FROM queue.jobs WHERE id = p_job_id FOR NO KEY UPDATE;
+    END IF;
+
+    IF v_job.status IN ('pending', 'running') THEN
+        -- Locked here, so no claim holds it. Workers never store `running`; one set by hand
+        -- would otherwise never run.
+        UPDATE queue.jobs SET status = 'pending', run_at = now(), updated_at = now()
+        WHERE id = p_job_id;
+        PERFORM pg_notify('queue_jobs', v_job.kind);
+        job_id := p_job_id;
+        created := false;
+        RETURN;
+    END IF;
+
+    IF v_job.requeued_to IS NOT NULL THEN
+        job_id := v_job.requeued_to;
+        created := false;
+        RETURN;
+    END IF;
+
+    INSERT INTO queue.jobs (kind, subject, payload, priority, max_attempts, requeued_from)
+    VALUES (v_job.kind, v_job.subject, v_job.payload, v_job.priority, v_job.max_attempts,
+            v_job.id)
+    ON CONFLICT (kind, subject) WHERE status IN ('pending', 'running') DO NOTHING
+    RETURNING id INTO v_new;
+    IF v_new IS NULL THEN
+        SELECT id INTO v_new FROM queue.jobs
+        WHERE kind = v_job.kind AND subject = v_job.subject
+          AND status IN ('pending', 'running');
+        job_id := v_new;
+        created := false;
+        RETURN;
+    END IF;
+    UPDATE queue.jobs SET requeued_to = v_new, updated_at = now() WHERE id = p_job_id;
+    job_id := v_new;
+    created := true;
+END;
+$$;
+
+
+--
+-- Name: worker_alive(text, text[], boolean); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.worker_alive(p_worker_id text, p_kinds text[], p_started boolean) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO queue.workers AS w (worker_id, kinds)
+    VALUES (p_worker_id, p_kinds)
+    ON CONFLICT (worker_id) DO UPDATE
+    SET kinds = EXCLUDED.kinds, heartbeat_at = now(),
+        started_at = CASE WHEN p_started THEN now() ELSE w.started_at END;
+    INSERT INTO queue.kinds_seen (kind, last_seen_at)
+    SELECT DISTINCT k, now() FROM unnest(p_kinds) AS k
+    ON CONFLICT (kind) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at;
+$$;
+
+
+--
+-- Name: worker_stopped(text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.worker_stopped(p_worker_id text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO queue.kinds_seen (kind, last_seen_at)
+    SELECT DISTINCT k, now() FROM queue.workers w, unnest(w.kinds) AS k
+    WHERE w.worker_id = p_worker_id
+    ON CONFLICT (kind) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at;
+    DELETE FROM queue.workers WHERE worker_id = p_worker_id;
+$$;
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: courses; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.courses (
+    id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    title text NOT NULL,
+    course_weakness_analysis jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: courses_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.courses ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.courses_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: document_chunks; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.document_chunks (
+    id bigint NOT NULL,
+    document_id bigint NOT NULL,
+    chunk_index integer NOT NULL,
+    content text NOT NULL,
+    embedding public.vector(1024),
+    embedding_status text DEFAULT 'none'::text NOT NULL,
+    embedding_updated_at timestamp with time zone,
+    embedding_model text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT document_chunks_embedding_status_check CHECK ((embedding_status = ANY (ARRAY['none'::text, 'pending'::text, 'ready'::text, 'failed'::text, 'stale'::text])))
+);
+
+
+--
+-- Name: document_chunks_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.document_chunks ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.document_chunks_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: documents; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.documents (
+    id bigint NOT NULL,
+    course_id bigint NOT NULL,
+    title text NOT NULL,
+    content text,
+    ai_summary text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone
+);
+
+
+--
+-- Name: documents_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.documents ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.documents_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: questions; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.questions (
+    id bigint NOT NULL,
+    course_id bigint NOT NULL,
+    question_type text DEFAULT 'multiple_choice'::text NOT NULL,
+    question_text text NOT NULL,
+    choice_1 text,
+    choice_2 text,
+    choice_3 text,
+    choice_4 text,
+    correct_choice smallint,
+    reference_answer text,
+    max_score numeric,
+    explanation text,
+    subject text,
+    scope text,
+    exam_name text,
+    exam_round text,
+    source_note text,
+    is_active boolean DEFAULT true NOT NULL,
+    deleted_at timestamp with time zone,
+    ai_explanation text,
+    ai_explanation_status text DEFAULT 'none'::text NOT NULL,
+    ai_explanation_generated_at timestamp with time zone,
+    ai_explanation_model text,
+    embedding public.vector(1024),
+    embedding_status text DEFAULT 'none'::text NOT NULL,
+    embedding_updated_at timestamp with time zone,
+    embedding_model text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT questions_ai_explanation_status_check CHECK ((ai_explanation_status = ANY (ARRAY['none'::text, 'pending'::text, 'ready'::text, 'failed'::text, 'stale'::text, 'skipped'::text]))),
+    CONSTRAINT questions_correct_choice_check CHECK (((correct_choice >= 1) AND (correct_choice <= 4))),
+    CONSTRAINT questions_embedding_status_check CHECK ((embedding_status = ANY (ARRAY['none'::text, 'pending'::text, 'ready'::text, 'failed'::text, 'stale'::text]))),
+    CONSTRAINT questions_question_type_check CHECK ((question_type = ANY (ARRAY['multiple_choice'::text, 'descriptive'::text])))
+);
+
+
+--
+-- Name: questions_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.questions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.questions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: quiz_answers; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.quiz_answers (
+    id bigint NOT NULL,
+    quiz_id bigint NOT NULL,
+    question_id bigint NOT NULL,
+    selected_choice smallint,
+    answer_text text,
+    is_correct boolean,
+    unsure boolean DEFAULT false NOT NULL,
+    score numeric,
+    max_score numeric,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: quiz_answers_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.quiz_answers ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.quiz_answers_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: quizzes; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.quizzes (
+    id bigint NOT NULL,
+    course_id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    kind text DEFAULT 'quiz'::text NOT NULL,
+    title text,
+    status text DEFAULT 'in_progress'::text NOT NULL,
+    graded_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT quizzes_kind_check CHECK ((kind = ANY (ARRAY['quiz'::text, 'mock_exam'::text]))),
+    CONSTRAINT quizzes_status_check CHECK ((status = ANY (ARRAY['draft'::text, 'in_progress'::text, 'submitted'::text, 'grading'::text, 'graded'::text])))
+);
+
+
+--
+-- Name: quizzes_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.quizzes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.quizzes_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: users; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.users (
+    id bigint NOT NULL,
+    email text,
+    display_name text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: users_id_seq; Type: SEQUENCE; Schema: app; Owner: -
+--
+
+ALTER TABLE app.users ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME app.users_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: attempts; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.attempts (
+    id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker_id text NOT NULL,
+    claim_xid xid8 NOT NULL,
+    started_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text,
+    error_code text,
+    error_message text
+);
+
+
+--
+-- Name: attempts_id_seq; Type: SEQUENCE; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME queue.attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: failure_hooks; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.failure_hooks (
+    kind text NOT NULL,
+    hook regproc NOT NULL
+);
+
+
+--
+-- Name: TABLE failure_hooks; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.failure_hooks IS 'Per job kind, a function(bigint[]) run on the ids of jobs the unknown-kind sweep failed.';
+
+
+--
+-- Name: jobs; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.jobs (
+    id bigint NOT NULL,
+    kind text NOT NULL,
+    subject text,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    priority smallint DEFAULT 0 NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 2 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    error_code text,
+    error_message text,
+    result jsonb,
+    worker_id text,
+    requeued_from bigint,
+    requeued_to bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT jobs_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'skipped'::text, 'cancelled'::text]))),
+    CONSTRAINT payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT terminal_has_completed_at CHECK (((status = ANY (ARRAY['pending'::text, 'running'::text])) = (completed_at IS NULL)))
+);
+
+
+--
+-- Name: TABLE jobs; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.jobs IS 'Job rows. A pending row locked by a worker transaction is running; see queue.job_states.';
+
+
+--
+-- Name: job_states; Type: VIEW; Schema: queue; Owner: -
+--
+
+CREATE VIEW queue.job_states AS
+ SELECT id,
+    kind,
+    subject,
+    payload,
+    status,
+    priority,
+    attempts,
+    max_attempts,
+    run_at,
+    error_code,
+    error_message,
+    result,
+    worker_id,
+    requeued_from,
+    requeued_to,
+    created_at,
+    started_at,
+    completed_at,
+    updated_at,
+        CASE
+            WHEN ((status = 'pending'::text) AND (EXISTS ( SELECT 1
+               FROM queue.attempts a
+              WHERE ((a.job_id = j.id) AND (a.finished_at IS NULL) AND (pg_xact_status(a.claim_xid) = 'in progress'::text))))) THEN 'running'::text
+            ELSE status
+        END AS state
+   FROM queue.jobs j;
+
+
+--
+-- Name: jobs_id_seq; Type: SEQUENCE; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME queue.jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: kinds_seen; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.kinds_seen (
+    kind text NOT NULL,
+    last_seen_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: TABLE kinds_seen; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.kinds_seen IS 'The last time a live worker served each job kind; kept when the worker stops.';
+
+
+--
+-- Name: migrations; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: model_calls; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.model_calls (
+    id bigint NOT NULL,
+    job_id bigint,
+    attempt_id bigint,
+    kind text NOT NULL,
+    call text NOT NULL,
+    backend text NOT NULL,
+    model text NOT NULL,
+    gate text,
+    prompt_version integer,
+    round smallint DEFAULT 1 NOT NULL,
+    prompt_tokens integer,
+    completion_tokens integer,
+    latency_ms double precision NOT NULL,
+    gate_wait_ms double precision DEFAULT 0 NOT NULL,
+    outcome text NOT NULL,
+    error_code text,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT model_calls_call_check CHECK ((call = ANY (ARRAY['chat'::text, 'embedding'::text]))),
+    CONSTRAINT model_calls_check CHECK (((outcome = 'ok'::text) = (error_code IS NULL))),
+    CONSTRAINT model_calls_completion_tokens_check CHECK ((completion_tokens >= 0)),
+    CONSTRAINT model_calls_gate_wait_ms_check CHECK ((gate_wait_ms >= (0)::double precision)),
+    CONSTRAINT model_calls_latency_ms_check CHECK ((latency_ms >= (0)::double precision)),
+    CONSTRAINT model_calls_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'invalid'::text, 'error'::text]))),
+    CONSTRAINT model_calls_prompt_tokens_check CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT model_calls_round_check CHECK ((round >= 1))
+);
+
+
+--
+-- Name: TABLE model_calls; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.model_calls IS 'One row per model round trip, committed independently of the job''s transaction.';
+
+
+--
+-- Name: model_calls_id_seq; Type: SEQUENCE; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.model_calls ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME queue.model_calls_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: model_usage_daily; Type: VIEW; Schema: queue; Owner: -
+--
+
+CREATE VIEW queue.model_usage_daily AS
+ SELECT ((created_at AT TIME ZONE 'UTC'::text))::date AS day,
+    kind,
+    backend,
+    model,
+    count(*) AS calls,
+    count(*) FILTER (WHERE (outcome = 'ok'::text)) AS ok_calls,
+    count(*) FILTER (WHERE (outcome = 'invalid'::text)) AS invalid_calls,
+    count(*) FILTER (WHERE (outcome = 'error'::text)) AS error_calls,
+    COALESCE(sum(prompt_tokens), (0)::bigint) AS prompt_tokens,
+    COALESCE(sum(completion_tokens), (0)::bigint) AS completion_tokens,
+    (COALESCE(sum(prompt_tokens), (0)::bigint) + COALESCE(sum(completion_tokens), (0)::bigint)) AS total_tokens,
+    sum(latency_ms) AS latency_ms,
+    avg(latency_ms) AS avg_latency_ms,
+    sum(gate_wait_ms) AS gate_wait_ms
+   FROM queue.model_calls
+  GROUP BY (((created_at AT TIME ZONE 'UTC'::text))::date), kind, backend, model;
+
+
+--
+-- Name: model_usage_per_job; Type: VIEW; Schema: queue; Owner: -
+--
+
+CREATE VIEW queue.model_usage_per_job AS
+ SELECT job_id,
+    min(kind) AS kind,
+    count(*) AS calls,
+    count(DISTINCT attempt_id) AS attempts,
+    count(*) FILTER (WHERE (outcome <> 'ok'::text)) AS failed_calls,
+    COALESCE(sum(prompt_tokens), (0)::bigint) AS prompt_tokens,
+    COALESCE(sum(completion_tokens), (0)::bigint) AS completion_tokens,
+    sum(latency_ms) AS latency_ms,
+    sum(gate_wait_ms) AS gate_wait_ms,
+    min(created_at) AS first_call_at,
+    max(created_at) AS last_call_at
+   FROM queue.model_calls
+  WHERE (job_id IS NOT NULL)
+  GROUP BY job_id;
+
+
+--
+-- Name: reruns; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.reruns (
+    job_id bigint NOT NULL,
+    kind text NOT NULL,
+    subject text,
+    payload jsonb NOT NULL,
+    priority smallint NOT NULL,
+    max_attempts integer NOT NULL,
+    requests integer DEFAULT 1 NOT NULL,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: TABLE reruns; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.reruns IS 'Requests to run a job again after it ends: an enqueue met it while a claim held it.';
+
+
+--
+-- Name: stats; Type: VIEW; Schema: queue; Owner: -
+--
+
+CREATE VIEW queue.stats AS
+ SELECT kind,
+    state,
+    count(*) AS jobs,
+    max((now() - run_at)) FILTER (WHERE ((state = 'pending'::text) AND (run_at <= now()))) AS oldest_pending_age
+   FROM queue.job_states
+  GROUP BY kind, state;
+
+
+--
+-- Name: workers; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.workers (
+    worker_id text NOT NULL,
+    kinds text[] NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: TABLE workers; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.workers IS 'Live workers and their job kinds; a row is refreshed every heartbeat and removed on stop.';
+
+
+--
+-- Name: courses courses_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.courses
+    ADD CONSTRAINT courses_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: document_chunks document_chunks_document_id_chunk_index_key; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.document_chunks
+    ADD CONSTRAINT document_chunks_document_id_chunk_index_key UNIQUE (document_id, chunk_index);
+
+
+--
+-- Name: document_chunks document_chunks_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.document_chunks
+    ADD CONSTRAINT document_chunks_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: documents documents_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.documents
+    ADD CONSTRAINT documents_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: questions questions_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.questions
+    ADD CONSTRAINT questions_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: quiz_answers quiz_answers_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quiz_answers
+    ADD CONSTRAINT quiz_answers_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: quiz_answers quiz_answers_quiz_id_question_id_key; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quiz_answers
+    ADD CONSTRAINT quiz_answers_quiz_id_question_id_key UNIQUE (quiz_id, question_id);
+
+
+--
+-- Name: quizzes quizzes_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quizzes
+    ADD CONSTRAINT quizzes_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: users users_email_key; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.users
+    ADD CONSTRAINT users_email_key UNIQUE (email);
+
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: attempts attempts_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: failure_hooks failure_hooks_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.failure_hooks
+    ADD CONSTRAINT failure_hooks_pkey PRIMARY KEY (kind);
+
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: kinds_seen kinds_seen_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.kinds_seen
+    ADD CONSTRAINT kinds_seen_pkey PRIMARY KEY (kind);
+
+
+--
+-- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: model_calls model_calls_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.model_calls
+    ADD CONSTRAINT model_calls_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: jobs payload_bounded; Type: CHECK CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.jobs
+    ADD CONSTRAINT payload_bounded CHECK (((octet_length((payload)::text) <= 65536) AND (NOT jsonb_path_exists(payload, 'strict $.**{32}'::jsonpath)))) NOT VALID;
+
+
+--
+-- Name: CONSTRAINT payload_bounded ON jobs; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON CONSTRAINT payload_bounded ON queue.jobs IS 'a job payload is at most 64 KiB of JSON text and nested at most 31 levels deep';
+
+
+--
+-- Name: reruns reruns_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.reruns
+    ADD CONSTRAINT reruns_pkey PRIMARY KEY (job_id);
+
+
+--
+-- Name: workers workers_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
+
+
+--
+-- Name: document_chunks_embedding_hnsw; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX document_chunks_embedding_hnsw ON app.document_chunks USING hnsw (embedding public.vector_cosine_ops) WHERE (embedding IS NOT NULL);
+
+
+--
+-- Name: questions_course; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX questions_course ON app.questions USING btree (course_id) WHERE (deleted_at IS NULL);
+
+
+--
+-- Name: questions_embedding_hnsw; Type: INDEX; Schema: app; Owner: -
+--
+
+CREATE INDEX questions_embedding_hnsw ON app.questions USING hnsw (embedding public.vector_cosine_ops) WHERE ((deleted_at IS NULL) AND (embedding IS NOT NULL));
+
+
+--
+-- Name: attempts_claim; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE UNIQUE INDEX attempts_claim ON queue.attempts USING btree (job_id, claim_xid);
+
+
+--
+-- Name: jobs_claim; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_claim ON queue.jobs USING btree (kind, priority DESC, run_at, id) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: jobs_failed; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_failed ON queue.jobs USING btree (kind, error_code) WHERE (status = 'failed'::text);
+
+
+--
+-- Name: jobs_one_active; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_one_active ON queue.jobs USING btree (kind, subject) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+
+
+--
+-- Name: jobs_subject; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_subject ON queue.jobs USING btree (kind, subject, id DESC);
+
+
+--
+-- Name: model_calls_created; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX model_calls_created ON queue.model_calls USING btree (created_at);
+
+
+--
+-- Name: model_calls_job; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX model_calls_job ON queue.model_calls USING btree (job_id);
+
+
+--
+-- Name: document_chunks chunks_embedding_enqueue_on_edit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER chunks_embedding_enqueue_on_edit AFTER UPDATE OF content ON app.document_chunks FOR EACH ROW WHEN ((old.content IS DISTINCT FROM new.content)) EXECUTE FUNCTION app.chunks_enqueue_embedding();
+
+
+--
+-- Name: document_chunks chunks_embedding_enqueue_on_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER chunks_embedding_enqueue_on_insert AFTER INSERT ON app.document_chunks FOR EACH ROW EXECUTE FUNCTION app.chunks_enqueue_embedding();
+
+
+--
+-- Name: document_chunks chunks_embedding_on_edit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER chunks_embedding_on_edit BEFORE UPDATE OF content ON app.document_chunks FOR EACH ROW WHEN ((old.content IS DISTINCT FROM new.content)) EXECUTE FUNCTION app.chunks_embedding_status();
+
+
+--
+-- Name: document_chunks chunks_embedding_on_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER chunks_embedding_on_insert BEFORE INSERT ON app.document_chunks FOR EACH ROW EXECUTE FUNCTION app.chunks_embedding_status();
+
+
+--
+-- Name: questions questions_embedding_enqueue_on_edit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER questions_embedding_enqueue_on_edit AFTER UPDATE OF question_text, choice_1, choice_2, choice_3, choice_4 ON app.questions FOR EACH ROW WHEN (((old.question_text IS DISTINCT FROM new.question_text) OR (old.choice_1 IS DISTINCT FROM new.choice_1) OR (old.choice_2 IS DISTINCT FROM new.choice_2) OR (old.choice_3 IS DISTINCT FROM new.choice_3) OR (old.choice_4 IS DISTINCT FROM new.choice_4))) EXECUTE FUNCTION app.questions_enqueue_embedding();
+
+
+--
+-- Name: questions questions_embedding_enqueue_on_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER questions_embedding_enqueue_on_insert AFTER INSERT ON app.questions FOR EACH ROW EXECUTE FUNCTION app.questions_enqueue_embedding();
+
+
+--
+-- Name: questions questions_embedding_on_edit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER questions_embedding_on_edit BEFORE UPDATE OF question_text, choice_1, choice_2, choice_3, choice_4 ON app.questions FOR EACH ROW WHEN (((old.question_text IS DISTINCT FROM new.question_text) OR (old.choice_1 IS DISTINCT FROM new.choice_1) OR (old.choice_2 IS DISTINCT FROM new.choice_2) OR (old.choice_3 IS DISTINCT FROM new.choice_3) OR (old.choice_4 IS DISTINCT FROM new.choice_4))) EXECUTE FUNCTION app.questions_embedding_status();
+
+
+--
+-- Name: questions questions_embedding_on_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER questions_embedding_on_insert BEFORE INSERT ON app.questions FOR EACH ROW EXECUTE FUNCTION app.questions_embedding_status();
+
+
+--
+-- Name: questions questions_explanation_on_edit; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER questions_explanation_on_edit BEFORE UPDATE OF question_text, choice_1, choice_2, choice_3, choice_4, correct_choice ON app.questions FOR EACH ROW WHEN (((old.question_text IS DISTINCT FROM new.question_text) OR (old.choice_1 IS DISTINCT FROM new.choice_1) OR (old.choice_2 IS DISTINCT FROM new.choice_2) OR (old.choice_3 IS DISTINCT FROM new.choice_3) OR (old.choice_4 IS DISTINCT FROM new.choice_4) OR (old.correct_choice IS DISTINCT FROM new.correct_choice))) EXECUTE FUNCTION app.questions_explanation_stale();
+
+
+--
+-- Name: quizzes quizzes_explanations_on_graded; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER quizzes_explanations_on_graded AFTER UPDATE OF status ON app.quizzes FOR EACH ROW WHEN (((new.status = 'graded'::text) AND (old.status IS DISTINCT FROM 'graded'::text))) EXECUTE FUNCTION app.quizzes_prefetch_explanations();
+
+
+--
+-- Name: quizzes quizzes_explanations_on_insert_graded; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER quizzes_explanations_on_insert_graded AFTER INSERT ON app.quizzes FOR EACH ROW WHEN ((new.status = 'graded'::text)) EXECUTE FUNCTION app.quizzes_prefetch_explanations();
+
+
+--
+-- Name: quizzes quizzes_weakness_on_graded; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER quizzes_weakness_on_graded AFTER UPDATE OF status ON app.quizzes FOR EACH ROW WHEN (((new.status = 'graded'::text) AND (old.status IS DISTINCT FROM 'graded'::text) AND (new.kind = ANY (ARRAY['quiz'::text, 'mock_exam'::text])))) EXECUTE FUNCTION app.quizzes_enqueue_weakness_analysis();
+
+
+--
+-- Name: quizzes quizzes_weakness_on_insert; Type: TRIGGER; Schema: app; Owner: -
+--
+
+CREATE TRIGGER quizzes_weakness_on_insert AFTER INSERT ON app.quizzes FOR EACH ROW WHEN (((new.status = 'graded'::text) AND (new.kind = ANY (ARRAY['quiz'::text, 'mock_exam'::text])))) EXECUTE FUNCTION app.quizzes_enqueue_weakness_analysis();
+
+
+--
+-- Name: jobs jobs_delete_attempts; Type: TRIGGER; Schema: queue; Owner: -
+--
+
+CREATE TRIGGER jobs_delete_attempts AFTER DELETE ON queue.jobs REFERENCING OLD TABLE AS deleted_jobs FOR EACH STATEMENT EXECUTE FUNCTION queue.delete_attempts_of_deleted_jobs();
+
+
+--
+-- Name: jobs jobs_notify; Type: TRIGGER; Schema: queue; Owner: -
+--
+
+CREATE TRIGGER jobs_notify AFTER INSERT ON queue.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION queue.notify_new_jobs();
+
+
+--
+-- Name: courses courses_user_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.courses
+    ADD CONSTRAINT courses_user_id_fkey FOREIGN KEY (user_id) REFERENCES app.users(id);
+
+
+--
+-- Name: document_chunks document_chunks_document_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.document_chunks
+    ADD CONSTRAINT document_chunks_document_id_fkey FOREIGN KEY (document_id) REFERENCES app.documents(id);
+
+
+--
+-- Name: documents documents_course_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.documents
+    ADD CONSTRAINT documents_course_id_fkey FOREIGN KEY (course_id) REFERENCES app.courses(id);
+
+
+--
+-- Name: questions questions_course_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.questions
+    ADD CONSTRAINT questions_course_id_fkey FOREIGN KEY (course_id) REFERENCES app.courses(id);
+
+
+--
+-- Name: quiz_answers quiz_answers_question_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quiz_answers
+    ADD CONSTRAINT quiz_answers_question_id_fkey FOREIGN KEY (question_id) REFERENCES app.questions(id) ON DELETE RESTRICT;
+
+
+--
+-- Name: quiz_answers quiz_answers_quiz_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quiz_answers
+    ADD CONSTRAINT quiz_answers_quiz_id_fkey FOREIGN KEY (quiz_id) REFERENCES app.quizzes(id);
+
+
+--
+-- Name: quizzes quizzes_course_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quizzes
+    ADD CONSTRAINT quizzes_course_id_fkey FOREIGN KEY (course_id) REFERENCES app.courses(id);
+
+
+--
+-- Name: quizzes quizzes_user_id_fkey; Type: FK CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.quizzes
+    ADD CONSTRAINT quizzes_user_id_fkey FOREIGN KEY (user_id) REFERENCES app.users(id);
+
+
+--
+-- Name: model_calls model_calls_attempt_id_fkey; Type: FK CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.model_calls
+    ADD CONSTRAINT model_calls_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES queue.attempts(id) ON DELETE SET NULL;
+
+
+--
+-- Name: model_calls model_calls_job_id_fkey; Type: FK CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.model_calls
+    ADD CONSTRAINT model_calls_job_id_fkey FOREIGN KEY (job_id) REFERENCES queue.jobs(id) ON DELETE SET NULL;
+
+
+--
+-- Name: SCHEMA app; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA app TO llm_worker;
+
+
+--
+-- Name: SCHEMA queue; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA queue TO llm_worker;
+
+
+--
+-- Name: COLUMN courses.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.courses TO llm_worker;
+
+
+--
+-- Name: COLUMN courses.title; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(title) ON TABLE app.courses TO llm_worker;
+
+
+--
+-- Name: COLUMN courses.course_weakness_analysis; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(course_weakness_analysis),UPDATE(course_weakness_analysis) ON TABLE app.courses TO llm_worker;
+
+
+--
+-- Name: COLUMN courses.updated_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(updated_at) ON TABLE app.courses TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.document_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(document_id) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.content; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(content) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.embedding; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(embedding),UPDATE(embedding) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.embedding_status; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(embedding_status),UPDATE(embedding_status) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.embedding_updated_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(embedding_updated_at) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN document_chunks.embedding_model; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(embedding_model) ON TABLE app.document_chunks TO llm_worker;
+
+
+--
+-- Name: COLUMN documents.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: COLUMN documents.course_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(course_id) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: COLUMN documents.title; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(title) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: COLUMN documents.ai_summary; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(ai_summary) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: COLUMN documents.deleted_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(deleted_at) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.course_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(course_id) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.question_type; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(question_type) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.question_text; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(question_text) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.choice_1; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(choice_1) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.choice_2; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(choice_2) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.choice_3; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(choice_3) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.choice_4; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(choice_4) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.correct_choice; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(correct_choice) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.reference_answer; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(reference_answer) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.max_score; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(max_score) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.explanation; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(explanation) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.subject; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(subject) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.scope; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(scope) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.is_active; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(is_active) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.deleted_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(deleted_at) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.ai_explanation; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(ai_explanation),UPDATE(ai_explanation) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.ai_explanation_status; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(ai_explanation_status),UPDATE(ai_explanation_status) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.ai_explanation_generated_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(ai_explanation_generated_at) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.ai_explanation_model; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(ai_explanation_model) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.embedding; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(embedding),UPDATE(embedding) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.embedding_status; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(embedding_status),UPDATE(embedding_status) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.embedding_updated_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(embedding_updated_at) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN questions.embedding_model; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT UPDATE(embedding_model) ON TABLE app.questions TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.quiz_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(quiz_id) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.question_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(question_id) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.selected_choice; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(selected_choice) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.answer_text; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(answer_text) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.is_correct; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(is_correct) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.unsure; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(unsure) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.score; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(score) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quiz_answers.max_score; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(max_score) ON TABLE app.quiz_answers TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.course_id; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(course_id) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.kind; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(kind) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.title; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(title) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.status; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(status) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: COLUMN quizzes.graded_at; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT(graded_at) ON TABLE app.quizzes TO llm_worker;
+
+
+--
+-- Name: TABLE attempts; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE queue.attempts TO llm_worker;
+
+
+--
+-- Name: COLUMN attempts.finished_at; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(finished_at) ON TABLE queue.attempts TO llm_worker;
+
+
+--
+-- Name: COLUMN attempts.outcome; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(outcome) ON TABLE queue.attempts TO llm_worker;
+
+
+--
+-- Name: COLUMN attempts.error_code; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(error_code) ON TABLE queue.attempts TO llm_worker;
+
+
+--
+-- Name: COLUMN attempts.error_message; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(error_message) ON TABLE queue.attempts TO llm_worker;
+
+
+--
+-- Name: TABLE failure_hooks; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.failure_hooks TO llm_worker;
+
+
+--
+-- Name: TABLE jobs; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.status; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(status) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.attempts; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(attempts) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.run_at; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(run_at) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.error_code; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(error_code) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.error_message; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(error_message) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.result; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(result) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.worker_id; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(worker_id) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.started_at; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(started_at) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.completed_at; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(completed_at) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: COLUMN jobs.updated_at; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT UPDATE(updated_at) ON TABLE queue.jobs TO llm_worker;
+
+
+--
+-- Name: TABLE job_states; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.job_states TO llm_worker;
+
+
+--
+-- Name: TABLE kinds_seen; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE queue.kinds_seen TO llm_worker;
+
+
+--
+-- Name: TABLE migrations; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.migrations TO llm_worker;
+
+
+--
+-- Name: TABLE model_calls; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE queue.model_calls TO llm_worker;
+
+
+--
+-- Name: TABLE model_usage_daily; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.model_usage_daily TO llm_worker;
+
+
+--
+-- Name: TABLE model_usage_per_job; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_worker;
+
+
+--
+-- Name: TABLE reruns; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.reruns TO llm_worker;
+
+
+--
+-- Name: TABLE stats; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.stats TO llm_worker;
+
+
+--
+-- Name: TABLE workers; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE queue.workers TO llm_worker;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+

@@ -1,0 +1,111 @@
+"""The settings root: the documented variables reach their sections, `.env` is read, overrides
+merge field by field, and the offline stack's overrides leave the operator's tuning alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.config import load_settings
+from worker.offline.servers import CHAT_ALIAS, EMBED_DIM, LocalServer, offline_overrides
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No variable of the developer's shell and no `.env` of the checkout take part."""
+    for name in list(os.environ):
+        if name.startswith(("WORKER_", "OPENAI_", "PROMPT_VERSION")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_each_section_reads_its_documented_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "OPENAI_BASE_URL": "http://chat/v1", "OPENAI_API_KEY": "sk-secret",
+        "WORKER_LLM_TIMEOUTS": "explanation=12", "WORKER_EMBED_DIM": "384",
+        "WORKER_EVIDENCE_MATERIAL_TOP": "2", "WORKER_RERANK_BASE_URL": "http://rerank/v1",
+        "PROMPT_VERSION": "3", "PROMPT_VERSION_WEAKNESS_ANALYSIS": "1",
+        "WORKER_PROMPTS_DIR": "/srv/prompts", "WORKER_OFFLINE_MODEL": "qwen2.5-coder-1.5b",
+        "WORKER_MODELS_DIR": "/srv/models", "WORKER_POLL_INTERVAL": "0.7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.models.openai_base_url == "http://chat/v1"
+    assert "sk-secret" not in repr(settings)
+    assert settings.models.timeout_for("explanation") == 12.0
+    assert settings.models.timeout_for("embedding") == 15.0
+    assert settings.models.embed_dim == 384
+    assert settings.evidence.material_top == 2 and settings.evidence.questions_top == 3
+    assert settings.rerank.base_url == "http://rerank/v1"
+    assert settings.prompts.version_for("weakness_analysis") == "1"
+    assert settings.prompts.version_for("explanation") == "3"
+    assert settings.prompts.directory == Path("/srv/prompts")
+    assert settings.offline_model == "qwen2.5-coder-1.5b"
+    assert settings.models_dir == Path("/srv/models")
+    assert settings.poll_interval == 0.7
+
+
+def test_dotenv_is_read_and_the_environment_wins_over_it(
+    monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+) -> None:
+    (clean_environment / ".env").write_text(
+        "WORKER_LLM_MODEL=from-dotenv\nWORKER_EMBED_DIM=384\nPROMPT_VERSION_EXPLANATION=2\n"
+        "WORKER_EVIDENCE_ITEM_CHARS=300\nWORKER_POLL_INTERVAL=3\n", encoding="utf-8")
+    monkeypatch.setenv("WORKER_EMBED_DIM", "512")
+    settings = load_settings()
+    assert settings.models.llm_model == "from-dotenv"
+    assert settings.models.embed_dim == 512
+    assert settings.prompts.version_for("explanation") == "2"
+    assert settings.evidence.item_chars == 300
+    assert settings.poll_interval == 3.0
+
+
+def test_a_section_override_merges_over_the_environment(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setenv("WORKER_LLM_MODEL", "from-env")
+    monkeypatch.setenv("WORKER_EMBED_DIM", "384")
+    settings = load_settings(models={"llm_model": "overridden"}, poll_interval=0.5)
+    assert settings.models.llm_model == "overridden"
+    assert settings.models.embed_dim == 384
+    assert settings.poll_interval == 0.5
+
+
+def test_a_bad_value_names_the_section_and_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_EMBED_DIM", "many")
+    with pytest.raises(ValueError, match=r"models\.embed_dim"):
+        load_settings()
+
+
+def _server(url: str) -> Any:
+    return LocalServer("local", None, url, Path("log"))  # no process: only its URL is read
+
+
+def test_offline_overrides_point_at_the_local_servers_but_keep_explicit_tuning(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_LLM_GATE_CAPACITY", "2")
+    monkeypatch.setenv("WORKER_EVIDENCE_MATERIAL_TOP", "5")
+    monkeypatch.setenv("WORKER_LLM_MODEL", "someone-elses-model")
+    configured = load_settings()
+    overrides = offline_overrides(_server("http://chat/v1"), _server("http://embed/v1"),
+                                  configured)
+    settings = load_settings(**overrides)
+    assert settings.models.llm_model == CHAT_ALIAS
+    assert settings.models.openai_base_url == "http://chat/v1"
+    assert settings.models.embed_base_url == "http://embed/v1"
+    assert settings.models.embed_dim == EMBED_DIM and settings.models.embed_input_type
+    assert settings.models.llm_gate_capacity == 2
+    assert settings.models.timeout_for("explanation") == 240.0
+    assert settings.evidence.material_top == 5 and settings.evidence.questions_top == 1
+
+
+def test_with_a_remote_chat_model_only_the_embeddings_are_local() -> None:
+    overrides = offline_overrides(None, _server("http://embed/v1"), load_settings())
+    settings = load_settings(**overrides)
+    assert settings.models.openai_base_url is None
+    assert settings.models.embed_base_url == "http://embed/v1"
+    assert settings.evidence.material_top == 5
