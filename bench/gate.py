@@ -51,7 +51,8 @@ async def worker_main(dsn: str, concurrency: int) -> None:
     from worker.config import load_settings
     from worker.job import Job
     from worker.loop import Worker
-    from worker.models import CallContext, CompletionRequest, Message, build_client
+    from worker.models.build import build_client
+    from worker.models.types import CallContext, CompletionRequest, Message
     from worker.registry import JobConnection, JobKind, Registry
 
     configure_logs(f"gate-c{concurrency}")

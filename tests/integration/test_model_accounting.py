@@ -16,18 +16,12 @@ from pydantic import BaseModel
 
 from tests.support import fake_openai as fo
 from tests.support.db import query
-from worker.models import (
-    Accountant,
-    CallContext,
-    CallRecord,
-    CompletionRequest,
-    Gate,
-    Message,
-    ModelClient,
-    ModelFinal,
-    ModelRetryable,
-)
+from worker.models.accounting import Accountant, CallRecord
+from worker.models.client import ModelClient
+from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.gate import Gate
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+from worker.models.types import CallContext, CompletionRequest, Message
 
 
 class Answer(BaseModel):

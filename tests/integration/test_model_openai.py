@@ -22,22 +22,20 @@ from tests.support import fake_openai as fo
 from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.job import Job, Outcome
-from worker.models import (
+from worker.models.build import build_client, check_embedding_dimension
+from worker.models.client import ModelClient
+from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.gate import Gate
+from worker.models.mlx_backend import MlxChat
+from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+from worker.models.settings import ModelSettings
+from worker.models.types import (
     CallContext,
     CompletionRequest,
     CompletionResult,
-    Gate,
+    JsonMode,
     Message,
-    ModelClient,
-    ModelFinal,
-    ModelRetryable,
-    ModelSettings,
-    build_client,
-    check_embedding_dimension,
 )
-from worker.models.mlx_backend import MlxChat
-from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
-from worker.models.types import JsonMode
 from worker.retry import classify
 
 

@@ -17,18 +17,13 @@ from worker.config import Settings
 from worker.errors import InputChanged, SkipJob
 from worker.job import Job
 from worker.kinds.weakness_store import (
-    RANK,
-    SUMMARY_MAX_CHARS,
-    SUMMARY_MAX_TOPICS,
     TEXT_CHARS,
     TOPIC_CHARS,
     clip,
     merge,
     normalize,
-    rebuild,
     severity_of,
     summarize,
-    topic_key,
 )
 from worker.models.client import ModelClient
 from worker.models.types import CallContext, Message
@@ -36,9 +31,6 @@ from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
 from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
-
-__all__ = ["KIND", "RANK", "SUMMARY_MAX_CHARS", "SUMMARY_MAX_TOPICS", "kind", "merge",
-           "normalize", "rebuild", "summarize", "topic_key"]
 
 KIND = "weakness_analysis"
 # what one prompt may carry: a 100-question mock exam can have 60 wrong answers, and the

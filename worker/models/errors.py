@@ -87,10 +87,6 @@ class ModelFinal(FinalFailure):
         self.details = _details(reason, self.raw_excerpt, backend, model)
 
 
-# Either kind of model failure; isinstance() accepts this union.
-ModelError = ModelRetryable | ModelFinal
-
-
 def error_details(exc: ModelRetryable | ModelFinal) -> dict[str, str | None]:
     """What a job kind stores on its job for an operator: code, reason, raw excerpt."""
     return {"error_code": exc.code, "reason": exc.reason, "raw_excerpt": exc.raw_excerpt}
