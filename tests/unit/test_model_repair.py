@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from worker.errors import FinalFailure, RetryLater
 from worker.models import structured
 from worker.models.client import check_reply
-from worker.models.errors import RAW_EXCERPT_CHARS, ModelFinal, ModelRetryable, error_details
+from worker.models.errors import RAW_EXCERPT_CHARS, ModelFinal, ModelRetryable
 from worker.models.openai_backend import retry_after
 from worker.models.types import CompletionRequest, Message, RawReply, Usage
 
@@ -116,18 +116,18 @@ def test_a_good_reply_passes_the_checks() -> None:
 
 def test_model_errors_are_queue_errors_with_their_data() -> None:
     raw = "x" * 5000
-    retry = ModelRetryable("parse_fail", "the reply does not match", raw=raw)
+    retry = ModelRetryable("parse_fail", "the reply does not match", raw=raw, model="m")
     assert isinstance(retry, RetryLater)
     assert retry.code == "parse_fail" and retry.delay is None
     assert retry.raw_excerpt == "x" * RAW_EXCERPT_CHARS
     assert retry.reason in retry.message and retry.raw_excerpt in retry.message
     assert len(retry.message) < 2000  # fits the job's error_message unclipped
-    assert error_details(retry) == {"error_code": "parse_fail",
-                                    "reason": "the reply does not match",
-                                    "raw_excerpt": "x" * RAW_EXCERPT_CHARS}
+    assert retry.details == {"reason": "the reply does not match",
+                             "raw_excerpt": "x" * RAW_EXCERPT_CHARS, "model": "m"}
     final = ModelFinal("quota_exhausted", "no money")
     assert isinstance(final, FinalFailure) and not final.retryable
     assert final.raw_excerpt is None and final.message == "no money"
+    assert final.details == {"reason": "no money"}
     assert ModelRetryable("rate_limited", "slow down", 4.5).delay == 4.5
 
 

@@ -44,22 +44,12 @@ def _details(reason: str, raw_excerpt: str | None, backend: str | None,
 class ModelRetryable(RetryLater):
     """A model call that may work later: timeout, 429, 5xx, connection, unusable output."""
 
-    def __init__(
-        self,
-        code: str,
-        reason: str,
-        delay: float | None = None,
-        *,
-        raw: str | None = None,
-        backend: str | None = None,
-        model: str | None = None,
-    ) -> None:
+    def __init__(self, code: str, reason: str, delay: float | None = None, *,
+                 raw: str | None = None, backend: str | None = None,
+                 model: str | None = None) -> None:
         if code not in RETRYABLE_CODES:
             raise ValueError(f"{code!r} is not a retryable model error code")
-        self.reason = reason
-        self.raw_excerpt = excerpt(raw)
-        self.backend = backend
-        self.model = model
+        self.reason, self.raw_excerpt = reason, excerpt(raw)
         super().__init__(code, _message(reason, self.raw_excerpt), delay)
         self.details = _details(reason, self.raw_excerpt, backend, model)
 
@@ -68,25 +58,10 @@ class ModelFinal(FinalFailure):
     """A model call that the same request cannot fix: quota, bad request, refusal, filter,
     or a reply cut off at max_tokens."""
 
-    def __init__(
-        self,
-        code: str,
-        reason: str,
-        *,
-        raw: str | None = None,
-        backend: str | None = None,
-        model: str | None = None,
-    ) -> None:
+    def __init__(self, code: str, reason: str, *, raw: str | None = None,
+                 backend: str | None = None, model: str | None = None) -> None:
         if code not in FINAL_CODES:
             raise ValueError(f"{code!r} is not a final model error code")
-        self.reason = reason
-        self.raw_excerpt = excerpt(raw)
-        self.backend = backend
-        self.model = model
+        self.reason, self.raw_excerpt = reason, excerpt(raw)
         super().__init__(code, _message(reason, self.raw_excerpt))
         self.details = _details(reason, self.raw_excerpt, backend, model)
-
-
-def error_details(exc: ModelRetryable | ModelFinal) -> dict[str, str | None]:
-    """What a job kind stores on its job for an operator: code, reason, raw excerpt."""
-    return {"error_code": exc.code, "reason": exc.reason, "raw_excerpt": exc.raw_excerpt}
