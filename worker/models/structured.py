@@ -9,7 +9,7 @@ import json
 from typing import Any, TypeVar
 
 import json_repair
-from openai.lib._pydantic import to_strict_json_schema
+from openai import pydantic_function_tool
 from pydantic import BaseModel, ValidationError
 
 from worker.models.types import Message
@@ -71,9 +71,10 @@ def parse(text: str | None, output: type[OutT]) -> tuple[OutT, bool]:
 def strict_schema(output: type[BaseModel]) -> dict[str, Any]:
     """The schema OpenAI strict mode accepts (every property required, no extras).
 
-    The SDK's own converter is used because the strict-mode rules change with the API.
+    The SDK's own converter is used, through its public function-tool helper whose
+    parameters it is, because the strict-mode rules change with the API.
     """
-    return to_strict_json_schema(output)
+    return dict(pydantic_function_tool(output)["function"]["parameters"])
 
 
 def json_schema_format(output: type[BaseModel]) -> dict[str, Any]:
