@@ -6,15 +6,13 @@ json-repair fixes fences, surrounding prose and broken escapes; pydantic decides
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any
 
 import json_repair
 from openai import pydantic_function_tool
 from pydantic import BaseModel, ValidationError
 
-from worker.models.types import Message
-
-OutT = TypeVar("OutT", bound=BaseModel)
+from worker.models.types import Message, OutT
 
 
 class InvalidOutput(Exception):
