@@ -606,3 +606,27 @@ def test_a_killed_holder_frees_the_cross_process_gate(dsn: str) -> None:
         if proc.is_alive():
             proc.kill()
         proc.join(10)
+
+
+def test_a_holder_whose_session_was_lost_leaves_cleanly_and_the_gate_goes_on(dsn: str) -> None:
+    """The server ended the holder's session (and freed its slot with it): leaving the gate
+    is no error, and the next holder gets in on a new session."""
+
+    async def main() -> list[int | None]:
+        gate = AdvisoryGate("cut", 1, dsn)
+        slots = []
+        try:
+            async with gate.hold() as ticket:
+                slots.append(ticket.slot)
+                with psycopg.connect(dsn, autocommit=True) as admin:
+                    admin.execute(b"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  b"WHERE application_name = 'worker-gate:cut'")
+            async with gate.hold() as ticket:
+                slots.append(ticket.slot)
+                assert gate_sessions(dsn, "cut") == [True]
+        finally:
+            await gate.aclose()
+        return slots
+
+    assert asyncio.run(main()) == [0, 0]
+

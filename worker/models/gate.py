@@ -161,7 +161,7 @@ class AdvisoryGate(Gate):
             session.run("gate_unlock", {"class": self._class, "slot": slot})
         )
         try:
-            await asyncio.shield(task)
+            rows = await asyncio.shield(task)
         except asyncio.CancelledError:
             # cancelled again while unlocking: the unlock goes on, and the session is closed
             # once it is done, so the slot cannot stay locked
@@ -174,6 +174,10 @@ class AdvisoryGate(Gate):
             return
         finally:
             self._released_at = time.monotonic()
+        if not rows[0]["unlocked"]:
+            # the session was lost while inside (the unlock ran on its replacement), and the
+            # server freed the slot with it: another holder may have been let in meanwhile
+            log.warning("gate_slot_lost", gate=self.name, slot=slot)
         self._idle.append(session)
 
     def _close_soon(self, session: Session) -> None:
