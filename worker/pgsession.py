@@ -14,8 +14,6 @@ from worker.db import aconnect
 from worker.dberrors import connection_lost
 from worker.queries import q
 
-Row = dict[str, Any]
-
 
 class Session:
     """Runs named queries, one at a time, on one autocommit connection.
@@ -33,10 +31,10 @@ class Session:
         self._application_name = application_name  # what operators see in pg_stat_activity
         self._options = options
         self._setup = setup
-        self._conn: psycopg.AsyncConnection[Row] | None = None
+        self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
-    async def run(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+    async def run(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The rows of query `name`; none for a statement that returns none."""
         async with self._lock:
             try:
@@ -46,12 +44,12 @@ class Session:
                     raise
             return await self._execute(name, params)
 
-    async def _execute(self, name: str, params: Mapping[str, Any] | None) -> list[Row]:
+    async def _execute(self, name: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         conn = await self._connection()
         cur = await conn.execute(q(name), params)
         return await cur.fetchall() if cur.description else []
 
-    async def _connection(self) -> psycopg.AsyncConnection[Row]:
+    async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             await self.aclose()
         if self._conn is None:
