@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from worker.kinds.textcap import clip
+
 FORMAT = 1
 # the existing analysis reaches the prompt only as its top topics, whatever the history size
 SUMMARY_MAX_TOPICS = 12
@@ -16,10 +18,6 @@ RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1}
 # small local models sometimes answer in Korean despite the enum
 _SEVERITY_WORDS = {"높음": "high", "상": "high", "중간": "medium", "보통": "medium",
                    "중": "medium", "낮음": "low", "하": "low"}
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def severity_of(value: object) -> str | None:
