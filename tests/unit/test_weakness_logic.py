@@ -281,3 +281,16 @@ def test_every_value_of_the_weakness_prompt_is_clipped_and_the_worst_case_fits()
     assert size <= w.DEFAULT_BUDGET.prompt_chars
     assert huge not in request.messages[1].content
     assert "가" * max(CHARS.values()) not in request.messages[1].content
+
+
+def test_a_stored_value_is_read_back_bounded() -> None:
+    deep = "[" * 900 + "]" * 900  # decodes, but would not encode again inside the history
+    for text, reason in ((deep, "levels deep"), ("[" * 5000 + "]" * 5000, "nested too deep"),
+                         ('"' + "x" * (store.MAX_STORED_CHARS + 1) + '"', "too large")):
+        value = store.read_stored(text)
+        assert isinstance(value, store.Unreadable) and reason in value.reason
+        entry = store.normalize(value)["history"][0]
+        assert entry["unreadable"] == value.reason
+        assert entry["excerpt"] == text[:store.EXCERPT_CHARS]
+    assert store.read_stored('{"format": 1, "history": []}') == {"format": 1, "history": []}
+    assert store.read_stored(None) is None

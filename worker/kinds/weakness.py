@@ -25,6 +25,7 @@ from worker.kinds.weakness_store import (
     TOPIC_CHARS,
     merge,
     normalize,
+    read_stored,
     rebuild,
     severity_of,
     summarize,
@@ -256,7 +257,7 @@ class Analyzer:
             return {**info, "analyzed": False, "reason": "no_wrong_answers", "model_calls": 0}
 
         sent = wrong[:MAX_WRONG_ANSWERS]
-        summary, named = summarize(normalize(quiz["existing"]))
+        summary, named = summarize(normalize(read_stored(quiz["existing"])))
         request = self.prompt.request(
             prompt_values(quiz["course_title"], quiz, sent, len(wrong), summary),
             WeaknessAnalysis, DEFAULT_BUDGET)
@@ -290,7 +291,7 @@ class Analyzer:
                  "prompt_version": self.prompt.version, "model": result.model,
                  "wrong_answers": len(sent), "weaknesses": weaknesses,
                  "suggestions": suggestions, "superseded_by_job": None}
-        merged, superseded = merge(locked["existing"], entry)
+        merged, superseded = merge(read_stored(locked["existing"]), entry)
         await conn.execute(q("weakness_store"), {"course_id": quiz["course_id"],
                                                  "analysis": Jsonb(merged)})
         return {**info, "stored": True, "analyzed_at": analyzed_at,
