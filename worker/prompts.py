@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, FinalFailure
 from worker.models.types import CompletionRequest, Message, OutT
 from worker.paths import PROMPTS_DIR
 
@@ -40,12 +40,15 @@ class ResponseFormat(BaseModel):
 
 
 class Budget(BaseModel):
-    """What one completion may spend: its token limit and its temperature."""
+    """What one completion may spend: its token limit and its temperature, and the most
+    characters its rendered prompt may have (every value is clipped by its kind; this is the
+    check that the clipped whole still fits, made before any call)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_tokens: int = Field(gt=0)
     temperature: float = Field(ge=0.0, le=2.0)
+    prompt_chars: int = Field(default=100_000, gt=0)
 
 
 class _File(BaseModel):
@@ -100,16 +103,24 @@ class Prompt(BaseModel):
         given = self.response_format
         if given is None:
             return default
-        return Budget(
-            max_tokens=default.max_tokens if given.max_tokens is None else given.max_tokens,
-            temperature=default.temperature if given.temperature is None else given.temperature,
-        )
+        return default.model_copy(update={
+            "max_tokens": default.max_tokens if given.max_tokens is None else given.max_tokens,
+            "temperature": (default.temperature if given.temperature is None
+                            else given.temperature),
+        })
 
     def request(self, values: Mapping[str, object], output: type[OutT],
                 default: Budget) -> CompletionRequest[OutT]:
         """The completion this prompt asks for with `values`, within its budget."""
         budget = self.budget(default)
-        return CompletionRequest(messages=self.render(values), output=output,
+        messages = self.render(values)
+        size = sum(len(message.content) for message in messages)
+        if size > budget.prompt_chars:
+            raise FinalFailure(
+                "input_too_large", f"the {self.kind} prompt (v{self.version}) is {size} "
+                f"characters with every value clipped, over its budget of {budget.prompt_chars}; "
+                "lower the evidence settings or shorten the prompt file")
+        return CompletionRequest(messages=messages, output=output,
                                  max_tokens=budget.max_tokens, temperature=budget.temperature)
 
     def render(self, values: Mapping[str, object]) -> tuple[Message, ...]:

@@ -3,9 +3,11 @@
 -- name: weakness_quiz
 -- The quiz, its course (NULL columns when the course is gone) and how many answers it has.
 -- The course's analysis is read here without a lock: it only feeds the prompt's summary.
+-- It is read as text and decoded by the worker (weakness_store.read_stored), which bounds
+-- what it accepts.
 SELECT z.id, z.course_id, z.kind, z.title, z.status,
        c.id AS course_found, c.title AS course_title,
-       c.course_weakness_analysis AS existing,
+       c.course_weakness_analysis::text AS existing,
        (SELECT count(*) FROM app.quiz_answers a WHERE a.quiz_id = z.id)::int AS answers,
        app.quiz_grading_md5(z.id) AS grading_md5
 FROM app.quizzes z
@@ -39,7 +41,7 @@ SELECT app.quiz_grading_md5(%(quiz_id)s) AS grading_md5;
 -- NO KEY: the merge changes no key, and the application's foreign-key checks take FOR KEY
 -- SHARE on the course (any transaction that inserts a quiz, or updates one twice) — a
 -- FOR UPDATE would wait for each of them to commit.
-SELECT id, course_weakness_analysis AS existing
+SELECT id, course_weakness_analysis::text AS existing
 FROM app.courses
 WHERE id = %(course_id)s
 FOR NO KEY UPDATE;

@@ -437,3 +437,24 @@ def test_the_content_fingerprint_cannot_be_fooled_by_a_separator_in_the_text(dsn
                 "app.question_content_md5(%s, %s, %s, %s, %s, %s::smallint)",
                 (*left, *right)).fetchone() or (None, None)
             assert a != b, (left, right)
+
+
+def test_huge_titles_and_question_text_are_clipped_and_the_prompt_stays_bounded(
+        dsn: str, model: fake.FakeOpenAI) -> None:
+    """A 1,000,000-character document title made every explanation prompt of its course
+    two million characters; every value that enters the prompt is clipped."""
+    course = Course(dsn, material=False)
+    huge = "가" * 1_000_000
+    doc = _one(dsn, "INSERT INTO app.documents (course_id, title, ai_summary) VALUES "
+                    "(%s, %s, '변압기의 손실과 효율') RETURNING id", (course.id, huge))
+    course.chunk(doc, 0, "변압기의 효율은 철손과 동손이 같을 때 최대가 된다.")
+    qid = course.question(text="변압기의 효율이 최대가 되는 조건은? " + "나" * 200_000,
+                          choices=tuple(c + "다" * 100_000 for c in CHOICES))
+    model.fallback["chat"] = lambda request: _envelope(3)
+    _request(dsn, qid)
+    _drain(dsn, model)
+    (chat,) = [r for r in model.requests if r.endpoint == "chat"]
+    prompt = sum(len(m["content"]) for m in chat.body["messages"])
+    assert prompt < explanation.DEFAULT_BUDGET.prompt_chars, prompt
+    row = _sql(dsn, "SELECT ai_explanation_status FROM app.questions WHERE id = %s", (qid,))
+    assert row == [{"ai_explanation_status": "ready"}]

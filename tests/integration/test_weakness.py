@@ -673,3 +673,51 @@ def test_an_open_app_transaction_that_starts_a_quiz_does_not_block_the_merge(
     asyncio.run(main())
     assert [(j["status"], j["attempts"]) for j in _jobs(dsn)] == [("completed", 1)]
     assert [w["topic"] for w in _analysis(dsn, course)["weaknesses"]] == ["변압기"]
+
+
+def test_a_stored_analysis_nested_too_deep_to_decode_does_not_fail_the_course(
+        dsn: str, model: Any) -> None:
+    """A course_weakness_analysis nested 5,000 deep (jsonb takes it, a JSON decoder does not)
+    failed every later analysis of its course `unknown_error/RecursionError`, forever. It is
+    read back bounded: kept as a clipped legacy entry, and the new analysis lands."""
+    course = _course(dsn)
+    _sql(dsn, "UPDATE app.courses SET course_weakness_analysis = "
+              "(repeat('[', 5000) || repeat(']', 5000))::jsonb WHERE id = %s", (course,))
+    question = _mc(dsn, course, "변압기 철손")
+    quiz = _quiz(dsn, course)
+    _answer(dsn, quiz, question, selected_choice=3, is_correct=False)
+    _grade(dsn, quiz)
+    model.script(_reply(("변압기 손실", "high", [1])))
+    _run(dsn, model)
+    (job,) = _jobs(dsn)
+    assert (job["status"], job["error_code"]) == ("completed", None), job
+    stored = _analysis(dsn, course)
+    assert [w["topic"] for w in stored["weaknesses"]] == ["변압기 손실"]
+    legacy = stored["history"][0]
+    assert legacy["source"] == "legacy" and legacy["original"] is None
+    assert "nested" in legacy["unreadable"]
+
+
+def test_the_stored_history_is_bounded(dsn: str, model: Any) -> None:
+    """Every analysis adds a history entry; past the bound the oldest superseded entries go
+    first, then the oldest, so the column cannot grow toward jsonb's limit."""
+    from worker.kinds.weakness_store import MAX_HISTORY
+
+    entry = {"source": "quiz", "quiz_id": 0, "job_id": 0, "analyzed_at": "2026-01-01",
+             "weaknesses": [{"topic": "옛 주제", "severity": "low", "evidence": "e",
+                             "question_ids": [1]}], "suggestions": [],
+             "superseded_by_job": None}
+    history = [{**entry, "quiz_id": n, "job_id": n} for n in range(MAX_HISTORY + 20)]
+    history[5]["superseded_by_job"] = 99
+    course = _course(dsn, {"format": 1, "history": history})
+    question = _mc(dsn, course, "변압기 철손")
+    quiz = _quiz(dsn, course)
+    _answer(dsn, quiz, question, selected_choice=3, is_correct=False)
+    _grade(dsn, quiz)
+    model.script(_reply(("변압기 손실", "high", [1])))
+    _run(dsn, model)
+    stored = _analysis(dsn, course)["history"]
+    assert len(stored) == MAX_HISTORY
+    assert stored[-1]["quiz_id"] == quiz
+    kept = [e["quiz_id"] for e in stored[:-1]]
+    assert 5 not in kept and kept == sorted(kept) and kept[-1] == MAX_HISTORY + 19

@@ -191,3 +191,16 @@ def test_the_request_carries_the_rendered_messages_and_the_budget() -> None:
     assert (request.max_tokens, request.temperature) == (50, 0.0)
     assert request.messages == prompt.render({"question_text": "q", "correct_choice": 1})
     assert request.output is ResponseFormat
+
+
+def test_a_prompt_over_its_budget_fails_the_job_before_any_call() -> None:
+    from worker.errors import FinalFailure
+
+    prompt = _with_budget()
+    budget = Budget(max_tokens=50, temperature=0.0, prompt_chars=500)
+    prompt.request({"question_text": "q" * 100, "correct_choice": 1}, ResponseFormat, budget)
+    with pytest.raises(FinalFailure) as caught:
+        prompt.request({"question_text": "q" * 1000, "correct_choice": 1}, ResponseFormat,
+                       budget)
+    assert caught.value.code == "input_too_large"
+    assert "budget of 500" in caught.value.message

@@ -260,3 +260,37 @@ def test_the_job_timeout_covers_a_repair_retry() -> None:
     made = w.kind(settings, ModelClient())
     assert made.name == w.KIND and made.batch_size == 1
     assert made.timeout > 2 * 40
+
+
+def test_every_value_of_the_weakness_prompt_is_clipped_and_the_worst_case_fits() -> None:
+    """Course and quiz titles, subjects and scopes of a million characters, and every answer
+    part at its longest, for as many answers as are sent: the prompt fits its budget."""
+    from worker.kinds.weakness import CHARS, MAX_WRONG_ANSWERS
+
+    prompt = load_prompt(w.KIND, 1, variables=w.VARIABLES)
+    huge = "가" * 1_000_000
+    quiz = {"kind": "quiz", "title": huge, "answers": 100}
+    answers = [_answer(n, question_type=t, question_text=huge, choices=(huge,) * 4,
+                       reference_answer=huge, answer_text=huge, explanation=huge,
+                       subject=huge, scope=huge)
+               for n in range(1, MAX_WRONG_ANSWERS + 1)
+               for t in ["descriptive" if n % 2 else "multiple_choice"]]
+    values = w.prompt_values(huge, quiz, answers, len(answers), "요약 " * 200)
+    request = prompt.request(values, w.WeaknessAnalysis, w.DEFAULT_BUDGET)
+    size = sum(len(m.content) for m in request.messages)
+    assert size <= w.DEFAULT_BUDGET.prompt_chars
+    assert huge not in request.messages[1].content
+    assert "가" * max(CHARS.values()) not in request.messages[1].content
+
+
+def test_a_stored_value_is_read_back_bounded() -> None:
+    deep = "[" * 900 + "]" * 900  # decodes, but would not encode again inside the history
+    for text, reason in ((deep, "levels deep"), ("[" * 5000 + "]" * 5000, "nested too deep"),
+                         ('"' + "x" * (store.MAX_STORED_CHARS + 1) + '"', "too large")):
+        value = store.read_stored(text)
+        assert isinstance(value, store.Unreadable) and reason in value.reason
+        entry = store.normalize(value)["history"][0]
+        assert entry["unreadable"] == value.reason
+        assert entry["excerpt"] == text[:store.EXCERPT_CHARS]
+    assert store.read_stored('{"format": 1, "history": []}') == {"format": 1, "history": []}
+    assert store.read_stored(None) is None

@@ -11,10 +11,14 @@ import structlog
 from pgvector import Vector
 
 from worker.config import EvidenceSettings, RerankSettings
+from worker.kinds.textcap import clip
 from worker.queries import q
 from worker.registry import JobConnection
 
 log = structlog.get_logger("worker.evidence")
+
+# a document title as the prompt shows it
+TITLE_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -111,19 +115,15 @@ async def gather(conn: JobConnection, question: dict[str, Any], embedding: Vecto
                  reranker: Reranker, limits: EvidenceSettings) -> Evidence:
     """Evidence for `question`, searched with its `embedding`."""
 
-    def _clip(text: str) -> str:
-        cut = limits.item_chars
-        return text if len(text) <= cut else text[: cut - 1] + "…"
-
     params = {"course_id": question["course_id"], "embedding": embedding,
               "id": question["id"], "limit": limits.candidates}
     chunks = await (await conn.execute(q("evidence_chunks"), params)).fetchall()
     summaries = await (await conn.execute(q("evidence_summaries"), params)).fetchall()
     material = sorted(
-        [Item("chunk", r["id"], r["title"], _clip(r["content"]), r["similarity"])
-         for r in chunks]
-        + [Item("summary", r["id"], r["title"], _clip(r["ai_summary"]), r["similarity"])
-           for r in summaries],
+        [Item("chunk", r["id"], clip(r["title"], TITLE_CHARS),
+               clip(r["content"], limits.item_chars), r["similarity"]) for r in chunks]
+        + [Item("summary", r["id"], clip(r["title"], TITLE_CHARS),
+                clip(r["ai_summary"], limits.item_chars), r["similarity"]) for r in summaries],
         key=lambda item: -item.similarity,
     )
     query = question["embedding_text"]
@@ -133,7 +133,8 @@ async def gather(conn: JobConnection, question: dict[str, Any], embedding: Vecto
                                         {**params, "limit": max(limits.candidates // 2, 1)})
                      ).fetchall()
     others = [Item("question", r["id"], f"문제 {r['id']}",
-                   _clip(f"문제: {r['question_text']}\n정답: {r['correct_choice']}번\n"
-                         f"해설: {r['ai_explanation']}"), r["similarity"]) for r in related]
+                   clip(f"문제: {r['question_text']}\n정답: {r['correct_choice']}번\n"
+                        f"해설: {r['ai_explanation']}", limits.item_chars), r["similarity"])
+              for r in related]
     others, used_q = await _rerank(reranker, query, others, limits.questions_top)
     return Evidence(material, others, used if material else used_q)

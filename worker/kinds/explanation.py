@@ -14,7 +14,7 @@ from worker.config import EvidenceSettings, Settings
 from worker.errors import FinalFailure, GuardFailed, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.kinds import evidence
-from worker.kinds.textcap import cap
+from worker.kinds.textcap import cap, clip
 from worker.models.client import ModelClient
 from worker.models.types import CallContext, CompletionResult
 from worker.prompts import Budget, Prompt, prompt_for
@@ -23,8 +23,11 @@ from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
 
 KIND = "explanation"
-# the prompt file's response_format may set either
-DEFAULT_BUDGET = Budget(max_tokens=900, temperature=0.0)
+# the prompt file's response_format may set the completion's limits; the prompt itself is
+# at most the question, its choices, the evidence (EvidenceSettings) and the instructions
+DEFAULT_BUDGET = Budget(max_tokens=900, temperature=0.0, prompt_chars=24_000)
+# what of a question the prompt shows
+QUESTION_CHARS, CHOICE_CHARS = 2_000, 500
 
 
 class Envelope(BaseModel):
@@ -169,8 +172,9 @@ class Explanations:
                   ) -> CompletionResult[Envelope]:
         """The model's answer: the question, its choices and the evidence, never the key."""
         request = self.prompt.request({
-            "question_text": row["question_text"], "evidence": found.prompt_text(),
-            **{f"choice_{n}": row[f"choice_{n}"] for n in range(1, 5)},
+            "question_text": clip(row["question_text"], QUESTION_CHARS),
+            "evidence": found.prompt_text(),
+            **{f"choice_{n}": clip(row[f"choice_{n}"], CHOICE_CHARS) for n in range(1, 5)},
         }, Envelope, DEFAULT_BUDGET)
         return await self.client.complete(
             request, CallContext.for_job(job, prompt_version=self.prompt.version))

@@ -1,6 +1,6 @@
-"""Capping an explanation at a length limit without cutting a sentence in half.
-
-The cut falls on the last paragraph break, line break or sentence end near the limit.
+"""Text cut to a length: `clip` for any value that enters a prompt or a stored summary, `cap`
+for an explanation, which is cut on the last paragraph break, line break or sentence end
+near the limit instead of in the middle of a sentence.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ ELLIPSIS = "…"
 # forms, followed by whitespace or the end. A period after a digit is a list number or a
 # decimal ("1. ", "3.5"), not the end of a sentence.
 _SENTENCE_END = re.compile(r"(?<![0-9])[.!?\u3002\uff01\uff1f](?=\s|$)")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters ending with `…`."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
 
 
 def cap(text: str, limit: int = LIMIT, window: int = WINDOW) -> tuple[str, bool]:

@@ -16,12 +16,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, field_val
 from worker.config import Settings
 from worker.errors import InputChanged, SkipJob
 from worker.job import Job
+from worker.kinds.textcap import clip
 from worker.kinds.weakness_store import (
     TEXT_CHARS,
     TOPIC_CHARS,
-    clip,
     merge,
     normalize,
+    read_stored,
     severity_of,
     summarize,
 )
@@ -36,11 +37,13 @@ KIND = "weakness_analysis"
 # what one prompt may carry: a 100-question mock exam can have 60 wrong answers, and the
 # explanation text is the longest part of each
 MAX_WRONG_ANSWERS = 40
-CHARS = {"question": 600, "choice": 200, "reference": 600, "answer": 600, "explanation": 400}
+CHARS = {"question": 600, "choice": 200, "reference": 600, "answer": 600, "explanation": 400,
+         "label": 80, "title": 120}
 # per analysis, and in the course-level aggregate
 MAX_WEAKNESSES, MAX_SUGGESTIONS = 10, 8
-# the prompt file's response_format may set either
-DEFAULT_BUDGET = Budget(max_tokens=1500, temperature=0.2)
+# the prompt file's response_format may set the completion's limits; the prompt is at most
+# MAX_WRONG_ANSWERS answers of clipped parts (CHARS), the summary and the instructions
+DEFAULT_BUDGET = Budget(max_tokens=1500, temperature=0.2, prompt_chars=110_000)
 VARIABLES = ("course_title", "quiz_label", "answered", "wrong_count", "wrong_answers",
              "existing_summary")
 
@@ -140,8 +143,8 @@ class WrongAnswer:
     def render(self, number: int) -> str:
         descriptive = self.question_type == "descriptive"
         head = [f"[{number}] {'서술형' if descriptive else '객관식'}"]
-        head += [f"{label}: {value}" for label, value in (("과목", self.subject),
-                                                          ("범위", self.scope)) if value]
+        head += [f"{label}: {clip(value, CHARS['label'])}"
+                 for label, value in (("과목", self.subject), ("범위", self.scope)) if value]
         lines = [" | ".join(head), f"문제: {clip(self.question_text, CHARS['question'])}"]
         if descriptive:
             if self.reference_answer:
@@ -201,8 +204,9 @@ def prompt_values(course_title: str, quiz: dict[str, Any], answers: list[WrongAn
     wrong = f"{total_wrong}개"
     if len(answers) < total_wrong:
         wrong += f": 이 가운데 앞의 {len(answers)}개만 싣습니다"
-    return {"course_title": course_title,
-            "quiz_label": f"{label} '{quiz['title']}'" if quiz.get("title") else label,
+    title = clip(quiz["title"], CHARS["title"]) if quiz.get("title") else None
+    return {"course_title": clip(course_title, CHARS["title"]),
+            "quiz_label": f"{label} '{title}'" if title else label,
             "answered": quiz["answers"], "wrong_count": wrong,
             "wrong_answers": render_wrong_answers(answers), "existing_summary": summary}
 
@@ -245,7 +249,7 @@ class Analyzer:
             return {**info, "analyzed": False, "reason": "no_wrong_answers", "model_calls": 0}
 
         sent = wrong[:MAX_WRONG_ANSWERS]
-        summary, named = summarize(normalize(quiz["existing"]))
+        summary, named = summarize(normalize(read_stored(quiz["existing"])))
         request = self.prompt.request(
             prompt_values(quiz["course_title"], quiz, sent, len(wrong), summary),
             WeaknessAnalysis, DEFAULT_BUDGET)
@@ -279,7 +283,7 @@ class Analyzer:
                  "prompt_version": self.prompt.version, "model": result.model,
                  "wrong_answers": len(sent), "weaknesses": weaknesses,
                  "suggestions": suggestions, "superseded_by_job": None}
-        merged, superseded = merge(locked["existing"], entry)
+        merged, superseded = merge(read_stored(locked["existing"]), entry)
         await conn.execute(q("weakness_store"), {"course_id": quiz["course_id"],
                                                  "analysis": Jsonb(merged)})
         return {**info, "stored": True, "analyzed_at": analyzed_at,

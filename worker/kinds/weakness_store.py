@@ -3,10 +3,20 @@ lists of weaknesses and suggestions are derived from it on every merge."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from worker.kinds.textcap import clip
+
 FORMAT = 1
+# analyses kept in the stored history; past it the oldest superseded ones go first, then the
+# oldest, so the column stays far below jsonb's limit however many quizzes a course has
+MAX_HISTORY = 100
+# a stored value larger than this, or nested deeper than a JSON decoder goes, is not decoded
+MAX_STORED_CHARS = 16 * 1024 * 1024
+MAX_STORED_DEPTH = 64
+EXCERPT_CHARS = 2_000
 # the existing analysis reaches the prompt only as its top topics, whatever the history size
 SUMMARY_MAX_TOPICS = 12
 SUMMARY_MAX_CHARS = 800
@@ -16,10 +26,6 @@ RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1}
 # small local models sometimes answer in Korean despite the enum
 _SEVERITY_WORDS = {"높음": "high", "상": "high", "중간": "medium", "보통": "medium",
                    "중": "medium", "낮음": "low", "하": "low"}
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def severity_of(value: object) -> str | None:
@@ -98,11 +104,59 @@ def _legacy_entry(value: object) -> dict[str, Any]:
             "original": value}
 
 
+class Unreadable:
+    """A stored value the worker will not decode, and why; it becomes a legacy entry that
+    keeps an excerpt of it."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        self.reason = reason
+        self.excerpt = text[:EXCERPT_CHARS]
+
+
+def read_stored(text: str | None) -> object:
+    """The stored column, read as text: its value, or Unreadable when it is too large or
+    nested too deep to decode (jsonb accepts both)."""
+    if text is None:
+        return None
+    if len(text) > MAX_STORED_CHARS:
+        return Unreadable(f"too large to read: {len(text)} characters", text)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return Unreadable("nested too deep to decode", text)
+    if _deeper_than(value, MAX_STORED_DEPTH):
+        # it would decode, but not encode again inside the history
+        return Unreadable(f"nested more than {MAX_STORED_DEPTH} levels deep", text)
+    return value
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _unreadable_entry(value: Unreadable) -> dict[str, Any]:
+    return {"source": "legacy", "quiz_id": None, "job_id": None, "analyzed_at": None,
+            "prompt_version": None, "model": None, "wrong_answers": None,
+            "weaknesses": [], "suggestions": [], "superseded_by_job": None,
+            "original": None, "unreadable": value.reason, "excerpt": value.excerpt}
+
+
 def normalize(existing: object) -> dict[str, Any]:
     """The stored column in this kind's format; an older or foreign value becomes one
     legacy history entry, so nothing that was stored is lost."""
     if existing is None:
         return rebuild([])
+    if isinstance(existing, Unreadable):
+        return rebuild([_unreadable_entry(existing)])
     if (isinstance(existing, dict) and existing.get("format") == FORMAT
             and isinstance(existing.get("history"), list)):
         return rebuild([dict(e) if isinstance(e, dict) else e for e in existing["history"]])
@@ -173,4 +227,17 @@ def merge(existing: object, entry: dict[str, Any]) -> tuple[dict[str, Any], int]
                 and old.get("quiz_id") == entry["quiz_id"] and not old.get("superseded_by_job")):
             old["superseded_by_job"] = entry["job_id"]
             superseded += 1
-    return rebuild([*history, entry]), superseded
+    return rebuild(_bounded([*history, entry])), superseded
+
+
+def _bounded(history: list[Any]) -> list[Any]:
+    """At most MAX_HISTORY entries: the oldest superseded ones are dropped first, then the
+    oldest of the rest."""
+    excess = len(history) - MAX_HISTORY
+    if excess <= 0:
+        return history
+    superseded = [i for i, e in enumerate(history)
+                  if isinstance(e, dict) and e.get("superseded_by_job")]
+    drop = set(superseded[:excess])
+    drop |= set([i for i in range(len(history)) if i not in drop][:excess - len(drop)])
+    return [entry for i, entry in enumerate(history) if i not in drop]
