@@ -10,6 +10,11 @@ from typing import Any
 
 from worker.pgsession import Session
 
+# Reruns for changed input (InputChanged: attempts ending `superseded`) that do not use up an
+# attempt; past them each one counts, so input that reads as changed on every run (a row an
+# application rewrites in a loop) cannot rerun forever.
+FREE_RERUNS = 3
+
 
 class Bookkeeper:
     """The worker's own rows (attempts, its liveness) on a session of their own."""
@@ -24,7 +29,8 @@ class Bookkeeper:
         """One attempt row per job that has attempts left; rows for all jobs are returned."""
         return await self._session.run(
             "record_attempts",
-            {"job_ids": job_ids, "claim_xid": claim_xid, "worker_id": worker_id},
+            {"job_ids": job_ids, "claim_xid": claim_xid, "worker_id": worker_id,
+             "free_reruns": FREE_RERUNS},
         )
 
     async def register(self, worker_id: str, kinds: list[str]) -> None:

@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 
 from worker import dberrors, metrics
-from worker.attempts import Bookkeeper
+from worker.attempts import FREE_RERUNS, Bookkeeper
 from worker.errors import FinalFailure, JobError
 from worker.finish import Finished, abandon, finish
 from worker.job import Job, Outcome
@@ -82,8 +82,8 @@ class Claimed:
     """A claim's jobs, sorted by what their recorded attempts allow."""
 
     runnable: list[Job] = field(default_factory=list)
-    # every allowed attempt was started and none finished
-    lost: list[Job] = field(default_factory=list)
+    # every allowed attempt is used up: why the job ends, with no attempt of its own
+    spent: list[tuple[Job, Outcome]] = field(default_factory=list)
     # the payload does not fit the kind: the job fails without reaching its handler
     refused: list[tuple[Job, FinalFailure]] = field(default_factory=list)
 
@@ -108,12 +108,25 @@ def claimed_jobs(
             attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"], args=args,
         )
         if job.attempt_id is None:
-            claimed.lost.append(job)
+            claimed.spent.append((job, spent_outcome(job, rec["last_outcome"])))
         elif refusal is not None:
             claimed.refused.append((job, refusal))
         else:
             claimed.runnable.append(job)
     return claimed
+
+
+def spent_outcome(job: Job, last_outcome: str | None) -> Outcome:
+    """How a job that has used up its attempts ends, by what ended its last one: its input
+    changed on every run past the free reruns, or its worker was lost (killed or
+    disconnected) before it could record an outcome, each time."""
+    if last_outcome == "superseded":
+        return Outcome("failed", "failed", "input_changed",
+                       f"the input changed while every run used it: {FREE_RERUNS} reruns "
+                       f"and {job.attempt} attempts, none of them on stable input")
+    return Outcome("failed", "failed", "worker_lost",
+                   f"all {job.attempt} attempts ended with their worker lost "
+                   "(killed or disconnected) before finishing")
 
 
 def _attempt_ids(jobs: Iterable[Job]) -> list[int]:
@@ -211,13 +224,8 @@ class Executor:
         return claimed_jobs(kind, rows, recorded)
 
     async def _settle(self, conn: Conn, kind: JobKind, claimed: Claimed) -> list[Finished]:
-        """The outcomes of the jobs no handler sees: lost and refused ones."""
-        outcomes = [
-            (job, Outcome("failed", "failed", "worker_lost",
-                          f"all {job.attempt} attempts ended with their worker lost "
-                          "(killed or disconnected) before finishing"))
-            for job in claimed.lost
-        ] + [
+        """The outcomes of the jobs no handler sees: spent and refused ones."""
+        outcomes = claimed.spent + [
             (job, classify(refusal, job, self._retry_base, self._retry_cap))
             for job, refusal in claimed.refused
         ]

@@ -29,18 +29,23 @@ WHERE j.kind = %(kind)s AND j.status = 'pending'
 
 -- name: record_attempts
 -- Runs on the bookkeeping connection (its own transaction, committed before any handler
--- starts). Counts earlier attempts, except those released on a graceful shutdown and those
--- superseded because the job's input changed; a job that already used all of them gets no
--- new attempt and is failed by the caller.
+-- starts). Counts earlier attempts, except those released on a graceful shutdown and the
+-- first %(free_reruns)s superseded because the job's input changed; a job that already used
+-- all of them gets no new attempt and is failed by the caller.
 -- Idempotent per claim: if a first try committed but its reply was lost, the retry finds
 -- the rows it made instead of counting the attempts twice.
 WITH j AS (
     SELECT x.id, x.max_attempts,
-           (SELECT count(*) FROM queue.attempts a
+           (SELECT count(*) FILTER (WHERE a.outcome IS DISTINCT FROM 'superseded')
+                   + greatest(count(*) FILTER (WHERE a.outcome = 'superseded')
+                              - %(free_reruns)s, 0)
+            FROM queue.attempts a
             WHERE a.job_id = x.id
               AND a.claim_xid <> %(claim_xid)s::xid8
-              AND a.outcome IS DISTINCT FROM 'released'
-              AND a.outcome IS DISTINCT FROM 'superseded')::int AS prior
+              AND a.outcome IS DISTINCT FROM 'released')::int AS prior,
+           (SELECT a.outcome FROM queue.attempts a
+            WHERE a.job_id = x.id AND a.claim_xid <> %(claim_xid)s::xid8
+            ORDER BY a.id DESC LIMIT 1) AS last_outcome
     FROM queue.jobs x
     WHERE x.id = ANY(%(job_ids)s::bigint[])
 ), ins AS (
@@ -54,7 +59,7 @@ WITH j AS (
     SELECT a.id, a.job_id, a.attempt FROM queue.attempts a
     WHERE a.claim_xid = %(claim_xid)s::xid8 AND a.job_id = ANY(%(job_ids)s::bigint[])
 )
-SELECT j.id AS job_id, j.prior,
+SELECT j.id AS job_id, j.prior, j.last_outcome,
        coalesce(ins.id, earlier.id) AS attempt_id,
        coalesce(ins.attempt, earlier.attempt) AS attempt
 FROM j

@@ -400,3 +400,32 @@ def test_the_debug_hook_sees_a_job_through_every_step_in_order(dsn: str) -> None
         return ("committed", job) in [(name, job_id) for name, job_id, _ in events]
 
     asyncio.run(main())
+
+
+def test_input_that_changes_on_every_run_ends_after_its_free_reruns_and_attempts(
+        dsn: str) -> None:
+    """A job whose input reads as edited on every run (a server hashing other bytes than
+    the worker, a row an app rewrites in a loop) reran at once, forever, without using an
+    attempt. The first few reruns are free; after them each one counts."""
+    from worker.attempts import FREE_RERUNS
+    from worker.errors import InputChanged
+
+    runs = 0
+
+    async def changed(conn: Any, job: Any) -> None:
+        nonlocal runs
+        runs += 1
+        raise InputChanged("input_changed", "the row was edited while it was processed")
+
+    async def main() -> None:
+        async with running_worker(dsn, registry_of(JobKind("k", changed))):
+            rows = await fetch(dsn, "SELECT queue.enqueue('k', 'edited', '{}', "
+                                    "p_max_attempts => 2) AS id")
+            job = int(rows[0]["id"])
+            await until(lambda: _status(dsn, job, "failed"), within=30,
+                        message="the job gave up")
+        row = await _job(dsn, job)
+        assert row["error_code"] == "input_changed"
+        assert runs == FREE_RERUNS + 2
+
+    asyncio.run(main())
