@@ -27,7 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from worker.models.settings import ModelSettings
+from worker.models.settings import ModelSettings, kind_pairs
 from worker.paths import PROJECT_ROOT, PROMPTS_DIR
 
 # the password of a connection URI (up to the last "@") or of key=value pairs
@@ -246,10 +246,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_mapping(cls, value: object) -> object:
         if isinstance(value, str):
-            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError("expected kind=number pairs separated by commas")
-            return {kind.strip(): int(number) for kind, number in pairs}
+            return kind_pairs(value, "number")
         return value
 
 

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -63,14 +63,14 @@ def mask(text: str) -> str:
     return text
 
 
-def mask_tree(value: object) -> object:
-    """mask() applied to every string inside a JSON-like value."""
+def map_strings(value: object, fn: Callable[[str], str]) -> object:
+    """`fn` applied to every string inside a JSON-like value (lists and tuples become lists)."""
     if isinstance(value, str):
-        return mask(value)
+        return fn(value)
     if isinstance(value, dict):
-        return {key: mask_tree(item) for key, item in value.items()}
+        return {key: map_strings(item, fn) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_tree(item) for item in value]
+        return [map_strings(item, fn) for item in value]
     return value
 
 
@@ -79,7 +79,7 @@ def _mask_secrets(
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if isinstance(value, str | dict | list | tuple):
-            event_dict[key] = mask_tree(value)
+            event_dict[key] = map_strings(value, mask)
     return event_dict
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from worker.logs import mask
+from worker.logs import map_strings, mask
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -17,10 +17,4 @@ def storable(text: str) -> str:
 
 def storable_tree(value: object) -> object:
     """storable() applied to every string inside a JSON-like value."""
-    if isinstance(value, str):
-        return storable(value)
-    if isinstance(value, dict):
-        return {key: storable_tree(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [storable_tree(item) for item in value]
-    return value
+    return map_strings(value, storable)

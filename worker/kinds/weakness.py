@@ -27,7 +27,7 @@ from worker.kinds.weakness_store import (
     summarize,
 )
 from worker.models.client import ModelClient
-from worker.models.types import CallContext, Message
+from worker.models.types import CallContext, CompletionResult, Message
 from worker.prompts import Budget, Prompt, prompt_for
 from worker.queries import q
 from worker.registry import JobConnection, JobKind
@@ -228,66 +228,91 @@ class Analyzer:
         self.prompt = prompt
 
     async def run(self, conn: JobConnection, job: Job) -> dict[str, Any]:
+        """load → ask → ground → guard → write."""
         args: WeaknessArgs = job.args
-        quiz_id = args.quiz_id
-        quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
-        if quiz is None:
-            raise SkipJob("quiz_missing", f"quiz {quiz_id} does not exist")
-        if quiz["course_found"] is None:
-            raise SkipJob("course_missing", f"course {quiz['course_id']} of quiz {quiz_id} "
-                                            "does not exist")
-        if quiz["status"] != "graded":
-            raise SkipJob("quiz_not_graded", f"quiz {quiz_id} is {quiz['status']} now; it is "
-                                             "analysed again when it is graded")
-        cur = await conn.execute(q("weakness_wrong_answers"), {"quiz_id": quiz_id})
-        rows = await cur.fetchall()
-        wrong = [WrongAnswer.of(row) for row in rows if not row["deleted"]]
+        quiz, wrong, left_out = await load(conn, args.quiz_id)
         info: dict[str, Any] = {
-            "quiz_id": quiz_id, "course_id": quiz["course_id"], "answers": quiz["answers"],
-            "wrong_answers_total": len(wrong), "deleted_questions_left_out": len(rows) - len(wrong)}
+            "quiz_id": quiz["id"], "course_id": quiz["course_id"], "answers": quiz["answers"],
+            "wrong_answers_total": len(wrong), "deleted_questions_left_out": left_out}
         if not wrong:
             return {**info, "analyzed": False, "reason": "no_wrong_answers", "model_calls": 0}
-
         sent = wrong[:MAX_WRONG_ANSWERS]
-        summary, named = summarize(normalize(read_stored(quiz["existing"])))
-        request = self.prompt.request(
-            prompt_values(quiz["course_title"], quiz, sent, len(wrong), summary),
-            WeaknessAnalysis, DEFAULT_BUDGET)
-        result = await self.client.complete(
-            request, CallContext.for_job(job, prompt_version=self.prompt.version))
+        result, facts = await self.ask(quiz, sent, len(wrong), job)
         weaknesses, suggestions, grounding = ground(result.value, sent)
-        info |= {"analyzed": True, "prompt_version": self.prompt.version,
-                 "wrong_answers": len(sent), "summary_topics": named,
-                 "prompt_chars": prompt_chars(request.messages),
-                 "prompt_tokens": result.usage.prompt_tokens,
-                 "completion_tokens": result.usage.completion_tokens, "model": result.model,
-                 "backend": result.backend, "repaired": result.repaired,
-                 "retried": result.retried, "weaknesses_found": len(weaknesses),
+        info |= {**facts, "weaknesses_found": len(weaknesses),
                  "suggestions_found": len(suggestions), **grounding}
         if not weaknesses and not suggestions:
             # nothing usable: the stored analysis is left exactly as it is
             return {**info, "stored": False, "reason": "empty_analysis"}
-
-        locked = await (await conn.execute(q("weakness_lock_course"),
-                                           {"course_id": quiz["course_id"]})).fetchone()
-        if locked is None:
-            raise SkipJob("course_missing", f"course {quiz['course_id']} was deleted while "
-                                            f"quiz {quiz_id} was analysed")
-        now = await (await conn.execute(q("weakness_grading"), {"quiz_id": quiz_id})).fetchone()
-        if now is None or now["grading_md5"] != quiz["grading_md5"]:
-            raise InputChanged("input_changed", f"quiz {quiz_id} was regraded while it was "
-                                                "analysed; analysing the new grading")
-        analyzed_at = datetime.now(UTC).isoformat(timespec="seconds")
-        entry = {"source": "quiz", "quiz_id": quiz_id, "quiz_kind": quiz["kind"],
-                 "job_id": job.id, "analyzed_at": analyzed_at,
+        existing = await guard(conn, quiz)
+        entry = {"source": "quiz", "quiz_id": quiz["id"], "quiz_kind": quiz["kind"],
+                 "job_id": job.id, "analyzed_at": datetime.now(UTC).isoformat(timespec="seconds"),
                  "prompt_version": self.prompt.version, "model": result.model,
                  "wrong_answers": len(sent), "weaknesses": weaknesses,
                  "suggestions": suggestions, "superseded_by_job": None}
-        merged, superseded = merge(read_stored(locked["existing"]), entry)
-        await conn.execute(q("weakness_store"), {"course_id": quiz["course_id"],
-                                                 "analysis": Jsonb(merged)})
-        return {**info, "stored": True, "analyzed_at": analyzed_at,
-                "history_entries": len(merged["history"]), "superseded": superseded}
+        return {**info, **await write(conn, quiz["course_id"], existing, entry)}
+
+    async def ask(self, quiz: dict[str, Any], sent: list[WrongAnswer], total_wrong: int,
+                  job: Job) -> tuple[CompletionResult[WeaknessAnalysis], dict[str, Any]]:
+        """The model's analysis of the wrong answers sent, with a bounded summary of the
+        course's stored analysis; and what the job records about the call."""
+        summary, named = summarize(normalize(read_stored(quiz["existing"])))
+        request = self.prompt.request(
+            prompt_values(quiz["course_title"], quiz, sent, total_wrong, summary),
+            WeaknessAnalysis, DEFAULT_BUDGET)
+        result = await self.client.complete(
+            request, CallContext.for_job(job, prompt_version=self.prompt.version))
+        return result, {
+            "analyzed": True, "prompt_version": self.prompt.version,
+            "wrong_answers": len(sent), "summary_topics": named,
+            "prompt_chars": prompt_chars(request.messages),
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens, "model": result.model,
+            "backend": result.backend, "repaired": result.repaired, "retried": result.retried}
+
+
+async def load(conn: JobConnection, quiz_id: int
+               ) -> tuple[dict[str, Any], list[WrongAnswer], int]:
+    """The graded quiz, its wrong answers, and how many were left out because their question
+    was deleted; a quiz that cannot be analysed ends the job here."""
+    quiz = await (await conn.execute(q("weakness_quiz"), {"quiz_id": quiz_id})).fetchone()
+    if quiz is None:
+        raise SkipJob("quiz_missing", f"quiz {quiz_id} does not exist")
+    if quiz["course_found"] is None:
+        raise SkipJob("course_missing", f"course {quiz['course_id']} of quiz {quiz_id} "
+                                        "does not exist")
+    if quiz["status"] != "graded":
+        raise SkipJob("quiz_not_graded", f"quiz {quiz_id} is {quiz['status']} now; it is "
+                                         "analysed again when it is graded")
+    rows = await (await conn.execute(q("weakness_wrong_answers"), {"quiz_id": quiz_id})
+                  ).fetchall()
+    wrong = [WrongAnswer.of(row) for row in rows if not row["deleted"]]
+    return quiz, wrong, len(rows) - len(wrong)
+
+
+async def guard(conn: JobConnection, quiz: dict[str, Any]) -> str | None:
+    """Lock the course and check the quiz is graded as it was when `load` read it (a regrade
+    meanwhile reruns the job on the new grading). Returns the stored analysis, as text."""
+    locked = await (await conn.execute(q("weakness_lock_course"),
+                                       {"course_id": quiz["course_id"]})).fetchone()
+    if locked is None:
+        raise SkipJob("course_missing", f"course {quiz['course_id']} was deleted while "
+                                        f"quiz {quiz['id']} was analysed")
+    now = await (await conn.execute(q("weakness_grading"), {"quiz_id": quiz["id"]})).fetchone()
+    if now is None or now["grading_md5"] != quiz["grading_md5"]:
+        raise InputChanged("input_changed", f"quiz {quiz['id']} was regraded while it was "
+                                            "analysed; analysing the new grading")
+    existing: str | None = locked["existing"]
+    return existing
+
+
+async def write(conn: JobConnection, course_id: int, existing: str | None,
+                entry: dict[str, Any]) -> dict[str, Any]:
+    """Merge the analysis into the course's stored one; what the job records about it."""
+    merged, superseded = merge(read_stored(existing), entry)
+    await conn.execute(q("weakness_store"), {"course_id": course_id, "analysis": Jsonb(merged)})
+    return {"stored": True, "analyzed_at": entry["analyzed_at"],
+            "history_entries": len(merged["history"]), "superseded": superseded}
 
 
 def prompt_chars(messages: tuple[Message, ...]) -> int:

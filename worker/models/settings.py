@@ -15,6 +15,15 @@ DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
 OPENAI_API_URL = "https://api.openai.com/v1"
 
 
+def kind_pairs(text: str, what: str) -> dict[str, str]:
+    """A per-kind variable, e.g. "embedding=4,explanation=2", as {kind: value}; pydantic
+    converts the values to the field's type."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"expected kind={what} pairs separated by commas")
+    return {kind.strip(): value.strip() for kind, value in pairs}
+
+
 class ModelSettings(BaseModel):
     """Read from variables prefixed `WORKER_` (worker.config.Settings.models), except the
     OpenAI SDK's own OPENAI_API_KEY and OPENAI_BASE_URL. Every one is listed in docs/models.md."""
@@ -63,10 +72,7 @@ class ModelSettings(BaseModel):
     @classmethod
     def _split_mapping(cls, value: object) -> object:
         if isinstance(value, str):
-            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError("expected kind=seconds pairs separated by commas")
-            return {**DEFAULT_TIMEOUTS, **{k.strip(): float(v) for k, v in pairs}}
+            return {**DEFAULT_TIMEOUTS, **kind_pairs(value, "seconds")}
         return value
 
     @field_validator("llm_timeouts")
