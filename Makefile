@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# llama-cpp-python ships only as source: it is compiled once per machine and kept here
-WHEELS := $(HOME)/.cache/pg-llm-worker/wheels
+# llama-cpp-python ships only as source: it is compiled once per machine and kept here.
+# Built for AVX2, not -march=native: ggml's AMX kernels, which a native build on a CPU with
+# AMX tiles turns on, crash (SIGSEGV) on the first generation in a VM that has not granted
+# the process the tile state. The folder names the flags, so a wheel built otherwise is
+# never picked up.
+WHEELS := $(HOME)/.cache/pg-llm-worker/wheels-avx2
 LLAMA  := llama-cpp-python==0.3.36
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos
@@ -19,8 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
 		echo "compiling $(LLAMA) once (about 5-10 minutes on 2 cores; kept in $(WHEELS))"; \
-		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/pip wheel --quiet --no-deps -w $(WHEELS) $(LLAMA); }
+		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE)" \
+		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELS) $(LLAMA); }
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,offline]'
 	touch $(STAMP)
 

@@ -53,16 +53,19 @@ class Session:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             await self.aclose()
         if self._conn is None:
-            conn = await aconnect(self._dsn, autocommit=True, options=self._options,
-                                  application_name=self._application_name)
-            try:
-                if self._setup is not None:
-                    await conn.execute(q(self._setup))
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
+            self._conn = await self._open(self._setup)
         return self._conn
+
+    async def _open(self, setup: str | None) -> psycopg.AsyncConnection[dict[str, Any]]:
+        conn = await aconnect(self._dsn, autocommit=True, options=self._options,
+                              application_name=self._application_name)
+        try:
+            if setup is not None:
+                await conn.execute(q(setup))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def aclose(self) -> None:
         """Close the connection; the next query opens a new one. Closing frees whatever the

@@ -445,3 +445,28 @@ def test_the_mlx_backend_is_chosen_by_settings_and_explains_a_missing_extra() ->
             asyncio.run(main())
     else:
         asyncio.run(main())
+
+
+def test_a_reply_over_the_size_limit_is_cut_off_as_a_server_fault(fake: fo.FakeOpenAI) -> None:
+    """A 100 MB reply took the worker from 69 to 358 MB: the reply is read only up to the
+    limit, and the call ends as a retryable server fault naming it."""
+    fake.script(fo.chat("x" * 1_000_000), fo.chat(json.dumps(
+        {"answer_choice": 2, "explanation_md": "ok", "confidence": "high"})))
+
+    async def main() -> None:
+        client = ModelClient(
+            chat=OpenAIChat(make_client(fake.base_url, SecretStr(KEY), max_reply_bytes=65_536),
+                            "fake-model", "json_schema"),
+            chat_gate=Gate("fake-chat", 1), timeout_for=lambda kind: 10.0)
+        try:
+            with pytest.raises(ModelRetryable) as caught:
+                await client.complete(REQUEST, CTX)
+            assert caught.value.code == "server_error"
+            assert "65536 bytes" in caught.value.message
+            assert client.chat_gate.in_use == 0
+            result = await client.complete(REQUEST, CTX)  # a reply under the limit is read
+            assert result.value.answer_choice == 2
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from worker.attempts import FREE_RERUNS
 from worker.queries import q
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -42,7 +43,7 @@ class Claim:
         if rows:
             self.attempts = self.side.execute(q("record_attempts"), {
                 "job_ids": self.ids, "claim_xid": rows[0]["claim_xid"], "worker_id": "test",
-            }).fetchall()
+                "free_reruns": FREE_RERUNS}).fetchall()
 
     def close(self) -> None:
         self.conn.rollback()
@@ -263,7 +264,8 @@ def test_recording_a_claims_attempts_twice_counts_them_once(dsn: str) -> None:
     try:
         xid = claim.conn.execute("SELECT pg_current_xact_id()::text AS x").fetchone()["x"]
         again = claim.side.execute(q("record_attempts"), {
-            "job_ids": [job], "claim_xid": xid, "worker_id": "test"}).fetchall()
+            "job_ids": [job], "claim_xid": xid, "worker_id": "test",
+            "free_reruns": FREE_RERUNS}).fetchall()
         assert again == claim.attempts
         assert again[0]["attempt"] == 1 and again[0]["prior"] == 0
         with _connect(dsn) as conn:

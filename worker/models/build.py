@@ -39,7 +39,8 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         chat = MlxChat(settings.mlx_model)
     else:
         chat = OpenAIChat(
-            make_client(settings.openai_base_url, settings.openai_api_key),
+            make_client(settings.openai_base_url, settings.openai_api_key,
+                        max_reply_bytes=settings.max_reply_bytes),
             settings.llm_model,
             settings.llm_json_mode,
             settings.llm_max_tokens_field,
@@ -52,7 +53,8 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         else gates.get(embed_endpoint, settings.embed_gate_capacity)
     )
     embedder = OpenAIEmbedder(
-        make_client(embed_endpoint, settings.embed_api_key or settings.openai_api_key),
+        make_client(embed_endpoint, settings.embed_api_key or settings.openai_api_key,
+                    max_reply_bytes=settings.max_reply_bytes),
         settings.embed_model,
         settings.embed_dim if settings.embed_send_dimensions else None,
         settings.embed_input_type,

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, SecretStr
 from worker.models import structured
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.gate import RoundTrip
+from worker.models.settings import MAX_REPLY_BYTES
 from worker.models.types import CompletionRequest, JsonMode, Message, RawReply, Usage
 
 TokenField = Literal["max_tokens", "max_completion_tokens"]
@@ -37,11 +38,13 @@ ROUND_TRIP: ContextVar[RoundTrip | None] = ContextVar("model_round_trip", defaul
 
 
 def make_client(
-    base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0
+    base_url: str | None, api_key: SecretStr | None, backstop_timeout: float = 300.0,
+    *, max_reply_bytes: int = MAX_REPLY_BYTES,
 ) -> AsyncOpenAI:
-    """An SDK client whose requests hold their call's gate (GatedHttpClient)."""
+    """An SDK client whose requests hold their call's gate and whose replies are read up to
+    `max_reply_bytes` (GatedHttpClient)."""
     return AsyncOpenAI(
-        http_client=GatedHttpClient(),
+        http_client=GatedHttpClient(max_reply_bytes),
         base_url=base_url,
         api_key=api_key.get_secret_value() if api_key is not None else _NO_KEY,
         # the per-call deadline is the round trip's; this only bounds each phase (connect,
@@ -64,6 +67,10 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
     it on every route, a proxy from the environment included.
     """
 
+    def __init__(self, max_reply_bytes: int) -> None:
+        super().__init__()
+        self.max_reply_bytes = max_reply_bytes
+
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         trip = ROUND_TRIP.get()
         if trip is None:
@@ -71,11 +78,48 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
         # the SDK sends with stream=False: send() returns with the whole reply read, and a
         # cancelled one only once its connection is closed
         async with trip.hold():
-            response = await super().send(request, **kwargs)
+            response = await self._send_bounded(request, **kwargs)
         # let a call waiting at the gate send its request before this one goes on to parse
         # its reply: the model gets its next request sooner
         await asyncio.sleep(0)
         return response
+
+
+    async def _send_bounded(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        """send() as the SDK asks for it, reading the reply through a byte limit: a server
+        that sends more ends the call (ReplyTooLarge) before the reply fills the memory."""
+        if kwargs.get("stream"):
+            return await super().send(request, **kwargs)
+        response = await super().send(request, **{**kwargs, "stream": True})
+        assert isinstance(response.stream, httpx2.AsyncByteStream)  # an async client's
+        response.stream = _Bounded(response.stream, self.max_reply_bytes)
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+
+class ReplyTooLarge(Exception):
+    """The model server's reply passed the byte limit; nothing more of it was read."""
+
+
+class _Bounded(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream, limit: int) -> None:
+        self._stream, self._limit = stream, limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
+                                    "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -137,6 +181,8 @@ def _sdk_call(trip: RoundTrip, model: str) -> Iterator[None]:
     token = ROUND_TRIP.set(trip)
     try:
         yield
+    except ReplyTooLarge as exc:  # the SDK passes exceptions it does not know through
+        raise ModelRetryable("server_error", str(exc), backend="openai", model=model) from exc
     except openai.OpenAIError as exc:
         mapped = map_error(exc, model=model)
         if mapped is None:

@@ -13,6 +13,7 @@ from worker.models.types import JsonMode
 
 DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
 OPENAI_API_URL = "https://api.openai.com/v1"
+MAX_REPLY_BYTES = 32 * 1024 * 1024
 
 
 def kind_pairs(text: str, what: str) -> dict[str, str]:
@@ -67,6 +68,9 @@ class ModelSettings(BaseModel):
         default_factory=lambda: dict(DEFAULT_TIMEOUTS)
     )
     llm_timeout_default: float = Field(default=60.0, gt=0)
+    # the most bytes of one reply read from a model server (chat or embeddings); a server
+    # that sends more fails the call as a retryable server_error
+    max_reply_bytes: int = Field(default=MAX_REPLY_BYTES, ge=1024)
 
     @field_validator("llm_timeouts", mode="before")
     @classmethod
