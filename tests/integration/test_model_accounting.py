@@ -297,3 +297,54 @@ def test_the_accounting_row_holds_no_prompt_text(
     assert row is not None
     assert "2+2?" not in json.dumps(row["r"])
     assert row["r"]["job_id"] is None and row["r"]["kind"] == "explanation"
+
+
+def test_a_model_name_with_nul_or_a_lone_surrogate_is_cleaned_and_recorded(
+    fake: fo.FakeOpenAI, dsn: str, conn: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """A server that names its model with a NUL byte and a lone surrogate broke every job
+    (`unknown_error`) and left the spend unrecorded. The name is made storable and clipped
+    where it enters; the call and its row go through."""
+    job_id, attempt_id = _job_and_attempt(conn, "explanation")
+    ctx = CallContext(kind="explanation", job_id=job_id, attempt_id=attempt_id)
+    hostile = "evil\x00model\udc80" + "x" * 1000
+    fake.script(fo.chat_json({"answer": 4}, model=hostile))
+    fake.script(fo.embeddings([[0.5, 0.5]], model=hostile), endpoint="embeddings")
+
+    async def main() -> None:
+        client = _client(fake, dsn)
+        try:
+            result = await client.complete(REQUEST, ctx)
+            assert result.value.answer == 4
+            assert result.model.startswith("evilmodel\ufffd") and len(result.model) <= 200
+            embedded = await client.embed(["q"], ctx)
+            assert embedded.model == result.model
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    rows = _rows(conn, job_id)
+    assert [(r["call"], r["outcome"]) for r in rows] == [("chat", "ok"), ("embedding", "ok")]
+    assert {r["model"] for r in rows} == {result_model(hostile)}
+
+
+def result_model(name: str) -> str:
+    from worker.models.openai_backend import MODEL_NAME_CHARS
+
+    return ("evilmodel\ufffd" + "x" * 1000)[:MODEL_NAME_CHARS]
+
+
+def test_a_row_that_cannot_be_written_never_fails_the_call(dsn: str) -> None:
+    """Bookkeeping must never fail a job: whatever the insert raises is logged."""
+    rec = CallRecord.of(CallContext(kind="explanation"), call="chat", backend="openai",
+                        model="bad\udc80", gate="g", usage=None, latency_ms=1.0,
+                        gate_wait_ms=0.0, outcome="ok")
+
+    async def main() -> None:
+        accountant = Accountant(dsn)
+        try:
+            assert await accountant.record(rec) is None
+        finally:
+            await accountant.aclose()
+
+    asyncio.run(main())

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import psycopg
 import structlog
 
 from worker.models.types import CallContext, Usage
@@ -81,9 +80,10 @@ class Accountant:
         """Insert one row; returns its id, or None when it could not be written."""
         try:
             rows = await self._session.run("record_model_call", asdict(rec))
-        except psycopg.Error as exc:
-            log.error("model_call_not_recorded", error=str(exc), kind=rec.kind,
-                      job_id=rec.job_id, outcome=rec.outcome)
+        except Exception as exc:  # a row that cannot be written (a lost server, text it
+            # refuses) is logged: bookkeeping never fails the call it records
+            log.error("model_call_not_recorded", error=f"{type(exc).__name__}: {exc}",
+                      kind=rec.kind, job_id=rec.job_id, outcome=rec.outcome)
             return None
         return int(rows[0]["id"]) if rows else None
 

@@ -25,6 +25,7 @@ from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.gate import RoundTrip
 from worker.models.settings import MAX_REPLY_BYTES
 from worker.models.types import CompletionRequest, JsonMode, Message, RawReply, Usage
+from worker.textsafe import storable
 
 TokenField = Literal["max_tokens", "max_completion_tokens"]
 
@@ -120,6 +121,16 @@ class _Bounded(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+# a model name as the server gives it is stored, logged and used as a metrics label
+MODEL_NAME_CHARS = 200
+
+
+def model_name(given: str | None, configured: str) -> str:
+    """The model the server says answered, storable (no NUL, no lone surrogate) and clipped;
+    the configured one when it names none."""
+    return storable(given)[:MODEL_NAME_CHARS] if given else configured
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -256,14 +267,14 @@ class OpenAIChat:
             )
         if not completion.choices:
             return RawReply(text=None, finish_reason=None, usage=usage,
-                            model=completion.model or self.model)
+                            model=model_name(completion.model, self.model))
         choice = completion.choices[0]
         return RawReply(
             text=choice.message.content,
             finish_reason=choice.finish_reason,
             refusal=choice.message.refusal,
             usage=usage,
-            model=completion.model or self.model,
+            model=model_name(completion.model, self.model),
         )
 
     async def aclose(self) -> None:
@@ -310,7 +321,8 @@ class OpenAIEmbedder:
                 backend=self.backend, model=self.model,
             )
         usage = Usage(prompt_tokens=response.usage.prompt_tokens if response.usage else None)
-        return [list(item.embedding) for item in data], response.model or self.model, usage
+        return ([list(item.embedding) for item in data],
+                model_name(response.model, self.model), usage)
 
     async def aclose(self) -> None:
         await self.client.close()
