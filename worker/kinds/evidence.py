@@ -101,7 +101,10 @@ class Evidence:
     def prompt_text(self) -> str:
         lines = []
         for n, item in enumerate([*self.material, *self.questions], 1):
-            label = {"chunk": "문서", "summary": "문서 요약", "question": "관련 문제"}[item.kind]
+            # another question's explanation was written by a model, not by the course:
+            # the prompt says so, so it is weighed below the material
+            label = {"chunk": "문서", "summary": "문서 요약",
+                     "question": "관련 문제와 그 AI 해설, 검증되지 않음"}[item.kind]
             lines.append(f"[자료 {n}] ({label}: {item.title})\n{item.text}")
         return "\n\n".join(lines)
 
@@ -134,7 +137,7 @@ async def gather(conn: JobConnection, question: dict[str, Any], embedding: Vecto
                      ).fetchall()
     others = [Item("question", r["id"], f"문제 {r['id']}",
                    clip(f"문제: {r['question_text']}\n정답: {r['correct_choice']}번\n"
-                        f"해설: {r['ai_explanation']}", limits.item_chars), r["similarity"])
+                        f"AI 해설: {r['ai_explanation']}", limits.item_chars), r["similarity"])
               for r in related]
     others, used_q = await _rerank(reranker, query, others, limits.questions_top)
     return Evidence(material, others, used if material else used_q)

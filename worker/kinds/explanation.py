@@ -14,6 +14,7 @@ from worker.config import EvidenceSettings, Settings
 from worker.errors import FinalFailure, GuardFailed, InputChanged, SkipJob
 from worker.job import Job, Outcome
 from worker.kinds import evidence
+from worker.kinds.markdown_guard import declared_answers, sanitize
 from worker.kinds.textcap import cap, clip
 from worker.models.client import ModelClient
 from worker.models.types import CallContext, CompletionResult
@@ -101,11 +102,18 @@ async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
     if current["content_md5"] != row["content_md5"]:
         raise InputChanged("input_changed", f"question {qid} was edited while it was "
                                             "explained; explaining the new version")
-    facts = {**facts, "correct_choice": current["correct_choice"]}
-    if answer.answer_choice != current["correct_choice"]:
-        failed = GuardFailed("guard_fail", f"the model answered {answer.answer_choice}, "
-                                           f"the key is {current['correct_choice']} "
-                                           f"(confidence {answer.confidence})")
+    key = current["correct_choice"]
+    facts = {**facts, "correct_choice": key}
+    problem = None
+    if answer.answer_choice != key:
+        problem = (f"the model answered {answer.answer_choice}, the key is {key} "
+                   f"(confidence {answer.confidence})")
+    elif declared_answers(answer.explanation_md) - {key}:
+        others = ", ".join(map(str, sorted(declared_answers(answer.explanation_md) - {key})))
+        problem = (f"the explanation's text names choice {others} as the answer, the key "
+                   f"is {key} (its answer_choice field says {answer.answer_choice})")
+    if problem is not None:
+        failed = GuardFailed("guard_fail", problem)
         failed.details = facts
         raise failed
     return facts
@@ -113,10 +121,15 @@ async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
 
 async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
                 facts: dict[str, Any]) -> dict[str, Any]:
-    """Publish the explanation, capped, and return the job's result."""
-    text, capped = cap(answer.explanation_md)
+    """Publish the explanation, without what reaches outside the text and capped, and
+    return the job's result."""
+    text, removed = sanitize(answer.explanation_md)
+    if not text:
+        raise GuardFailed("guard_fail", "nothing of the explanation is left once images, "
+                                        f"HTML and links are taken out ({', '.join(removed)})")
+    text, capped = cap(text)
     await conn.execute(q("write_explanation"), {"id": qid, "text": text, "model": model})
-    return {**facts, "saved_length": len(text), "capped": capped}
+    return {**facts, "saved_length": len(text), "capped": capped, "removed": removed}
 
 
 def _facts(answer: CompletionResult[Envelope], prompt: Prompt,
