@@ -36,17 +36,13 @@ def _connect(dsn: str, autocommit: bool = True) -> Conn:
 
 @pytest.fixture
 def operator_role(dsn: str) -> Iterator[str]:
-    """A role with just the grants the operator functions use, under row-level security whose
-    policy waits for the gate. Roles are cluster-wide: a unique name, dropped at the end."""
+    """A member of the operator role (llm_operator: just the grants the operator functions
+    use), under row-level security whose policy waits for the gate. Roles are cluster-wide:
+    a unique name, dropped at the end."""
     role = f"race_operator_{uuid.uuid4().hex[:10]}"
     ident = pgsql.Identifier(role)
     with _connect(dsn) as conn:
-        conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
-        conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA queue TO {}").format(ident))
-        # SELECT … FOR NO KEY UPDATE needs UPDATE; requeue of a finished job inserts
-        conn.execute(pgsql.SQL("GRANT SELECT, INSERT, UPDATE ON queue.jobs TO {}").format(ident))
-        # queue.is_running reads the attempts
-        conn.execute(pgsql.SQL("GRANT SELECT ON queue.attempts TO {}").format(ident))
+        conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN IN ROLE llm_operator").format(ident))
         # plpgsql, not sql: the planner may inline a sql function and simplify the wait away
         conn.execute(pgsql.SQL("""
             CREATE FUNCTION public.race_gate() RETURNS boolean

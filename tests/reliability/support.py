@@ -48,13 +48,14 @@ def pid_of(worker_id: str) -> int:
 # -- the least-privilege login -----------------------------------------------------------------
 
 
-def login_dsn(admin_dsn: str, role: str = LOGIN_ROLE, password: str = LOGIN_PASSWORD) -> str:
-    """A login member of llm_worker (roles are cluster-wide: created once, never dropped,
+def login_dsn(admin_dsn: str, role: str = LOGIN_ROLE, password: str = LOGIN_PASSWORD,
+              member_of: str = "llm_worker") -> str:
+    """A login member of `member_of` (roles are cluster-wide: created once, never dropped,
     as tests/acceptance/test_operations.py does), with a password in its DSN."""
     sql(admin_dsn, f"""
         DO $$ BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE llm_worker;
+                CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE {member_of};
             END IF;
         END $$""")
     return make_conninfo(admin_dsn, user=role, password=password)

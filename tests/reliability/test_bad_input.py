@@ -595,12 +595,19 @@ class HugeAndOddPayload(Case):
 
 @case
 class ExtremeMaxAttempts(Case):
-    """max_attempts at the integer limit is accepted and changes nothing about a job that
-    succeeds on its third attempt."""
+    """max_attempts and priority are bounded at the door: 2,147,483,647 attempts and priority
+    32,767 are refused (a job could retry for ever, or jump every queue); the most allowed
+    changes nothing about a job that succeeds on its third attempt."""
 
     def before(self, run: Run) -> None:
+        for call in ("SELECT queue.enqueue('chaos.retry', 'extreme', "
+                     "p_max_attempts => 2147483647)",
+                     "SELECT queue.enqueue('chaos.retry', 'extreme', "
+                     "p_priority => 32767::smallint)"):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                one(run.dsn, call)
         run.state["extreme_max_attempts"] = {"job": run.enqueue(
-            "chaos.retry", {"succeed_on": 3}, max_attempts=2_147_483_647)}
+            "chaos.retry", {"succeed_on": 3}, max_attempts=25)}
 
     def check(self, run: Run) -> None:
         job = run.job(run.state["extreme_max_attempts"]["job"])

@@ -73,7 +73,8 @@ $$;
 --
 
 CREATE FUNCTION app.backfill_embeddings(p_course_id bigint DEFAULT NULL::bigint, p_model text DEFAULT NULL::text) RETURNS TABLE(job_id bigint)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     RETURN QUERY
@@ -128,7 +129,8 @@ $$;
 --
 
 CREATE FUNCTION app.chunks_enqueue_embedding() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     IF NEW.embedding_status IN ('pending', 'stale') THEN
@@ -226,7 +228,8 @@ $$;
 --
 
 CREATE FUNCTION app.explanation_gave_up(p_question_id bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     SELECT coalesce((
         SELECT j.error_code IN ('guard_fail', 'evidence_missing')
@@ -259,7 +262,8 @@ $_$;
 --
 
 CREATE FUNCTION app.prefetch_explanations(p_quiz_id bigint, p_limit integer DEFAULT 30) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     v_count integer := 0;
@@ -339,7 +343,8 @@ $$;
 --
 
 CREATE FUNCTION app.questions_enqueue_embedding() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     IF NEW.deleted_at IS NULL AND NEW.embedding_status IN ('pending', 'stale') THEN
@@ -387,7 +392,8 @@ $$;
 --
 
 CREATE FUNCTION app.quizzes_enqueue_weakness_analysis() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     PERFORM queue.enqueue('weakness_analysis', 'quiz:' || NEW.id,
@@ -402,7 +408,8 @@ $$;
 --
 
 CREATE FUNCTION app.quizzes_prefetch_explanations() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     BEGIN
@@ -420,7 +427,8 @@ $$;
 --
 
 CREATE FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean DEFAULT false) RETURNS TABLE(status text, explanation text, is_stale boolean, job_id bigint)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     v_q      app.questions;
@@ -467,7 +475,8 @@ $$;
 --
 
 CREATE FUNCTION app.request_weakness_analysis(p_quiz_id bigint) RETURNS bigint
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     v_quiz app.quizzes;
@@ -708,7 +717,8 @@ $_$;
 --
 
 CREATE FUNCTION queue.is_running(p_job_id bigint) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     SELECT EXISTS (
         SELECT 1 FROM queue.attempts a
@@ -722,7 +732,8 @@ $$;
 --
 
 CREATE FUNCTION queue.notify_new_jobs() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     PERFORM pg_notify('queue_jobs', k.kind)
@@ -1552,6 +1563,14 @@ ALTER TABLE ONLY queue.kinds_seen
 
 
 --
+-- Name: jobs max_attempts_bounded; Type: CHECK CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.jobs
+    ADD CONSTRAINT max_attempts_bounded CHECK ((max_attempts <= 25)) NOT VALID;
+
+
+--
 -- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
 --
 
@@ -1580,6 +1599,14 @@ ALTER TABLE queue.jobs
 --
 
 COMMENT ON CONSTRAINT payload_bounded ON queue.jobs IS 'a job payload is at most 64 KiB of JSON text and nested at most 31 levels deep';
+
+
+--
+-- Name: jobs priority_bounded; Type: CHECK CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE queue.jobs
+    ADD CONSTRAINT priority_bounded CHECK (((priority >= '-100'::integer) AND (priority <= 100))) NOT VALID;
 
 
 --
@@ -1858,6 +1885,8 @@ ALTER TABLE ONLY queue.model_calls
 --
 
 GRANT USAGE ON SCHEMA app TO llm_worker;
+GRANT USAGE ON SCHEMA app TO llm_app;
+GRANT USAGE ON SCHEMA app TO llm_operator;
 
 
 --
@@ -1865,6 +1894,288 @@ GRANT USAGE ON SCHEMA app TO llm_worker;
 --
 
 GRANT USAGE ON SCHEMA queue TO llm_worker;
+GRANT USAGE ON SCHEMA queue TO llm_operator;
+
+
+--
+-- Name: FUNCTION answer_is_wrong(p_question_type text, p_is_correct boolean, p_selected_choice smallint, p_correct_choice smallint, p_score numeric, p_max_score numeric); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.answer_is_wrong(p_question_type text, p_is_correct boolean, p_selected_choice smallint, p_correct_choice smallint, p_score numeric, p_max_score numeric) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.answer_is_wrong(p_question_type text, p_is_correct boolean, p_selected_choice smallint, p_correct_choice smallint, p_score numeric, p_max_score numeric) TO llm_worker;
+GRANT ALL ON FUNCTION app.answer_is_wrong(p_question_type text, p_is_correct boolean, p_selected_choice smallint, p_correct_choice smallint, p_score numeric, p_max_score numeric) TO llm_app;
+
+
+--
+-- Name: FUNCTION backfill_embeddings(p_course_id bigint, p_model text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text) TO llm_operator;
+
+
+--
+-- Name: FUNCTION chunks_embedding_status(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.chunks_embedding_status() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION chunks_enqueue_embedding(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.chunks_enqueue_embedding() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION course_weakness_history(p_course_id bigint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) TO llm_app;
+GRANT ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) TO llm_operator;
+
+
+--
+-- Name: FUNCTION duplicate_questions(p_question_id bigint, p_threshold double precision); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.duplicate_questions(p_question_id bigint, p_threshold double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.duplicate_questions(p_question_id bigint, p_threshold double precision) TO llm_app;
+
+
+--
+-- Name: FUNCTION embedding_jobs_failed(p_job_ids bigint[]); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.embedding_jobs_failed(p_job_ids bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.embedding_jobs_failed(p_job_ids bigint[]) TO llm_worker;
+
+
+--
+-- Name: FUNCTION embedding_status_after_write(p_inserted boolean, p_status text, p_has_vector boolean); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.embedding_status_after_write(p_inserted boolean, p_status text, p_has_vector boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.embedding_status_after_write(p_inserted boolean, p_status text, p_has_vector boolean) TO llm_worker;
+GRANT ALL ON FUNCTION app.embedding_status_after_write(p_inserted boolean, p_status text, p_has_vector boolean) TO llm_app;
+
+
+--
+-- Name: FUNCTION explanation_gave_up(p_question_id bigint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.explanation_gave_up(p_question_id bigint) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION explanation_jobs_failed(p_job_ids bigint[]); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.explanation_jobs_failed(p_job_ids bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.explanation_jobs_failed(p_job_ids bigint[]) TO llm_worker;
+
+
+--
+-- Name: FUNCTION prefetch_explanations(p_quiz_id bigint, p_limit integer); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.prefetch_explanations(p_quiz_id bigint, p_limit integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint) TO llm_worker;
+GRANT ALL ON FUNCTION app.question_content_md5(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text, p_key smallint) TO llm_app;
+
+
+--
+-- Name: FUNCTION question_embedding_text(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.question_embedding_text(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.question_embedding_text(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text) TO llm_worker;
+GRANT ALL ON FUNCTION app.question_embedding_text(p_text text, p_c1 text, p_c2 text, p_c3 text, p_c4 text) TO llm_app;
+
+
+--
+-- Name: FUNCTION questions_embedding_status(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.questions_embedding_status() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION questions_enqueue_embedding(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.questions_enqueue_embedding() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION questions_explanation_stale(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.questions_explanation_stale() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION quiz_grading_md5(p_quiz_id bigint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.quiz_grading_md5(p_quiz_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.quiz_grading_md5(p_quiz_id bigint) TO llm_worker;
+GRANT ALL ON FUNCTION app.quiz_grading_md5(p_quiz_id bigint) TO llm_app;
+
+
+--
+-- Name: FUNCTION quizzes_enqueue_weakness_analysis(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.quizzes_enqueue_weakness_analysis() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION quizzes_prefetch_explanations(); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.quizzes_prefetch_explanations() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION request_explanation(p_question_id bigint, p_regenerate boolean); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean) TO llm_app;
+
+
+--
+-- Name: FUNCTION request_weakness_analysis(p_quiz_id bigint); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.request_weakness_analysis(p_quiz_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.request_weakness_analysis(p_quiz_id bigint) TO llm_app;
+
+
+--
+-- Name: FUNCTION similar_questions(p_question_id bigint, p_k integer); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.similar_questions(p_question_id bigint, p_k integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.similar_questions(p_question_id bigint, p_k integer) TO llm_app;
+
+
+--
+-- Name: FUNCTION apply_reruns(p_job_ids bigint[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.apply_reruns(p_job_ids bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.apply_reruns(p_job_ids bigint[]) TO llm_worker;
+
+
+--
+-- Name: FUNCTION cancel(p_job_id bigint, p_reason text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) TO llm_operator;
+
+
+--
+-- Name: FUNCTION claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer) TO llm_worker;
+
+
+--
+-- Name: FUNCTION delete_attempts_of_deleted_jobs(); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.delete_attempts_of_deleted_jobs() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION enqueue(p_kind text, p_subject text, p_payload jsonb, p_priority smallint, p_run_at timestamp with time zone, p_max_attempts integer); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.enqueue(p_kind text, p_subject text, p_payload jsonb, p_priority smallint, p_run_at timestamp with time zone, p_max_attempts integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION fail_unknown_kinds(p_grace interval, p_live interval); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval, p_live interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval, p_live interval) TO llm_worker;
+
+
+--
+-- Name: FUNCTION is_running(p_job_id bigint); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.is_running(p_job_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_operator;
+
+
+--
+-- Name: FUNCTION notify_new_jobs(); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION requeue(p_job_id bigint); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.requeue(p_job_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.requeue(p_job_id bigint) TO llm_operator;
+
+
+--
+-- Name: FUNCTION requeue_failed(p_kind text, p_error_code text, p_older_than interval, p_since timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.requeue_failed(p_kind text, p_error_code text, p_older_than interval, p_since timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.requeue_failed(p_kind text, p_error_code text, p_older_than interval, p_since timestamp with time zone) TO llm_operator;
+
+
+--
+-- Name: FUNCTION requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) TO llm_operator;
+
+
+--
+-- Name: FUNCTION worker_alive(p_worker_id text, p_kinds text[], p_started boolean); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.worker_alive(p_worker_id text, p_kinds text[], p_started boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.worker_alive(p_worker_id text, p_kinds text[], p_started boolean) TO llm_worker;
+
+
+--
+-- Name: FUNCTION worker_stopped(p_worker_id text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.worker_stopped(p_worker_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.worker_stopped(p_worker_id text) TO llm_worker;
+
+
+--
+-- Name: TABLE courses; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.courses TO llm_app;
 
 
 --
@@ -1893,6 +2204,20 @@ GRANT SELECT(course_weakness_analysis),UPDATE(course_weakness_analysis) ON TABLE
 --
 
 GRANT UPDATE(updated_at) ON TABLE app.courses TO llm_worker;
+
+
+--
+-- Name: SEQUENCE courses_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.courses_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE document_chunks; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.document_chunks TO llm_app;
 
 
 --
@@ -1945,6 +2270,20 @@ GRANT UPDATE(embedding_model) ON TABLE app.document_chunks TO llm_worker;
 
 
 --
+-- Name: SEQUENCE document_chunks_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.document_chunks_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE documents; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.documents TO llm_app;
+
+
+--
 -- Name: COLUMN documents.id; Type: ACL; Schema: app; Owner: -
 --
 
@@ -1977,6 +2316,20 @@ GRANT SELECT(ai_summary) ON TABLE app.documents TO llm_worker;
 --
 
 GRANT SELECT(deleted_at) ON TABLE app.documents TO llm_worker;
+
+
+--
+-- Name: SEQUENCE documents_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.documents_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE questions; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.questions TO llm_app;
 
 
 --
@@ -2148,6 +2501,20 @@ GRANT UPDATE(embedding_model) ON TABLE app.questions TO llm_worker;
 
 
 --
+-- Name: SEQUENCE questions_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.questions_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE quiz_answers; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.quiz_answers TO llm_app;
+
+
+--
 -- Name: COLUMN quiz_answers.id; Type: ACL; Schema: app; Owner: -
 --
 
@@ -2211,6 +2578,20 @@ GRANT SELECT(max_score) ON TABLE app.quiz_answers TO llm_worker;
 
 
 --
+-- Name: SEQUENCE quiz_answers_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.quiz_answers_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE quizzes; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.quizzes TO llm_app;
+
+
+--
 -- Name: COLUMN quizzes.id; Type: ACL; Schema: app; Owner: -
 --
 
@@ -2253,10 +2634,32 @@ GRANT SELECT(graded_at) ON TABLE app.quizzes TO llm_worker;
 
 
 --
+-- Name: SEQUENCE quizzes_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.quizzes_id_seq TO llm_app;
+
+
+--
+-- Name: TABLE users; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.users TO llm_app;
+
+
+--
+-- Name: SEQUENCE users_id_seq; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE app.users_id_seq TO llm_app;
+
+
+--
 -- Name: TABLE attempts; Type: ACL; Schema: queue; Owner: -
 --
 
 GRANT SELECT,INSERT ON TABLE queue.attempts TO llm_worker;
+GRANT SELECT ON TABLE queue.attempts TO llm_operator;
 
 
 --
@@ -2288,10 +2691,18 @@ GRANT UPDATE(error_message) ON TABLE queue.attempts TO llm_worker;
 
 
 --
+-- Name: SEQUENCE attempts_id_seq; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE queue.attempts_id_seq TO llm_operator;
+
+
+--
 -- Name: TABLE failure_hooks; Type: ACL; Schema: queue; Owner: -
 --
 
 GRANT SELECT ON TABLE queue.failure_hooks TO llm_worker;
+GRANT SELECT ON TABLE queue.failure_hooks TO llm_operator;
 
 
 --
@@ -2299,6 +2710,7 @@ GRANT SELECT ON TABLE queue.failure_hooks TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.jobs TO llm_worker;
+GRANT SELECT,INSERT,UPDATE ON TABLE queue.jobs TO llm_operator;
 
 
 --
@@ -2376,6 +2788,14 @@ GRANT UPDATE(updated_at) ON TABLE queue.jobs TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.job_states TO llm_worker;
+GRANT SELECT ON TABLE queue.job_states TO llm_operator;
+
+
+--
+-- Name: SEQUENCE jobs_id_seq; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE queue.jobs_id_seq TO llm_operator;
 
 
 --
@@ -2383,6 +2803,7 @@ GRANT SELECT ON TABLE queue.job_states TO llm_worker;
 --
 
 GRANT SELECT,INSERT,UPDATE ON TABLE queue.kinds_seen TO llm_worker;
+GRANT SELECT ON TABLE queue.kinds_seen TO llm_operator;
 
 
 --
@@ -2390,6 +2811,7 @@ GRANT SELECT,INSERT,UPDATE ON TABLE queue.kinds_seen TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.migrations TO llm_worker;
+GRANT SELECT ON TABLE queue.migrations TO llm_operator;
 
 
 --
@@ -2397,6 +2819,14 @@ GRANT SELECT ON TABLE queue.migrations TO llm_worker;
 --
 
 GRANT SELECT,INSERT ON TABLE queue.model_calls TO llm_worker;
+GRANT SELECT ON TABLE queue.model_calls TO llm_operator;
+
+
+--
+-- Name: SEQUENCE model_calls_id_seq; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE queue.model_calls_id_seq TO llm_operator;
 
 
 --
@@ -2404,6 +2834,7 @@ GRANT SELECT,INSERT ON TABLE queue.model_calls TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.model_usage_daily TO llm_worker;
+GRANT SELECT ON TABLE queue.model_usage_daily TO llm_operator;
 
 
 --
@@ -2411,6 +2842,7 @@ GRANT SELECT ON TABLE queue.model_usage_daily TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_worker;
+GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
 
 
 --
@@ -2418,6 +2850,7 @@ GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.reruns TO llm_worker;
+GRANT SELECT ON TABLE queue.reruns TO llm_operator;
 
 
 --
@@ -2425,6 +2858,7 @@ GRANT SELECT ON TABLE queue.reruns TO llm_worker;
 --
 
 GRANT SELECT ON TABLE queue.stats TO llm_worker;
+GRANT SELECT ON TABLE queue.stats TO llm_operator;
 
 
 --
@@ -2432,6 +2866,7 @@ GRANT SELECT ON TABLE queue.stats TO llm_worker;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE queue.workers TO llm_worker;
+GRANT SELECT ON TABLE queue.workers TO llm_operator;
 
 
 --
