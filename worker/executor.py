@@ -28,7 +28,7 @@ from worker.job import Job, Outcome
 from worker.queries import q
 from worker.registry import JobKind
 from worker.retry import classify
-from worker.savepoints import JobSavepoint
+from worker.savepoints import JobConn, JobSavepoint
 from worker.wakeup import SlotWaker
 
 log = structlog.get_logger("worker.executor")
@@ -262,13 +262,13 @@ class Executor:
         self, conn: Conn, kind: JobKind, job: Job, savepoint: JobSavepoint
     ) -> Outcome:
         assert kind.handler is not None
-        await savepoint.open()
+        savepoint.begin()
         started = time.monotonic()
         self._emit("started", (job.id,))
         log.debug("job_started", job_id=job.id, kind=job.kind, attempt=job.attempt)
         try:
             async with asyncio.timeout(kind.timeout):
-                result = await kind.handler(conn, job)
+                result = await kind.handler(JobConn(conn, savepoint), job)
             await savepoint.keep()
             outcome = Outcome.completed(result)
         except Exception as exc:  # a handler failure of any kind ends as a recorded outcome
@@ -288,13 +288,13 @@ class Executor:
         for many rows). It returns a result or an exception per job; if it raises, its writes
         roll back and every job of the batch gets that failure."""
         assert kind.batch_handler is not None
-        await savepoint.open()
+        savepoint.begin()
         started = time.monotonic()
         self._emit("started", (job.id for job in jobs))
         results: dict[int, dict[str, Any] | BaseException | None]
         try:
             async with asyncio.timeout(kind.timeout):
-                results = await kind.batch_handler(conn, jobs)
+                results = await kind.batch_handler(JobConn(conn, savepoint), jobs)
             await savepoint.keep()
         except Exception as exc:  # one failure for the batch: each job records it
             if dberrors.connection_lost(conn, exc):

@@ -88,15 +88,18 @@ def test_a_job_savepoint_keeps_or_undoes_one_job_and_never_nests(dsn: str) -> No
             await conn.execute(b"CREATE TEMP TABLE t (x int)")
             await conn.execute(b"INSERT INTO t VALUES (1)")  # the claim's own write
             savepoint = JobSavepoint(conn)
+            savepoint.begin()
             await savepoint.open()
             await conn.execute(b"INSERT INTO t VALUES (2)")
             await savepoint.keep()
+            savepoint.begin()
             await savepoint.open()
             await conn.execute(b"INSERT INTO t VALUES (3)")
             await savepoint.roll_back()
             assert await values(conn) == [1, 2]
 
             # a handler that caught an error and went on: keep refuses, roll_back recovers
+            savepoint.begin()
             await savepoint.open()
             await conn.execute(b"INSERT INTO t VALUES (4)")
             with pytest.raises(psycopg.errors.DivisionByZero):
@@ -108,6 +111,7 @@ def test_a_job_savepoint_keeps_or_undoes_one_job_and_never_nests(dsn: str) -> No
 
             # each open released the previous job's savepoint: one level is left, and the
             # second release finds none
+            savepoint.begin()
             await savepoint.open()
             await conn.execute(b"RELEASE SAVEPOINT worker_job")
             with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
@@ -183,5 +187,31 @@ def test_a_claim_that_lost_an_attempt_row_commits_nothing(dsn: str) -> None:
                                     "ORDER BY id", (job["id"],))
         assert [o["outcome"] for o in outcomes] == ["released", "completed"]
         assert len(runs) == 2
+
+    asyncio.run(main())
+
+
+def test_a_job_that_never_uses_the_connection_sends_no_savepoint(dsn: str) -> None:
+    """The savepoint is opened by the handler's first statement through its JobConn: a job
+    that sends none costs no round trip (were one sent, rolling back to it and releasing
+    it would behave otherwise), and the handler's connection cannot end the claim."""
+    from worker.savepoints import JobConn
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            savepoint = JobSavepoint(conn)
+            await conn.execute(b"SELECT 1")  # the claim's transaction is open
+            savepoint.begin()
+            await savepoint.roll_back()  # nothing to undo, and nothing sent
+            with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+                await conn.execute(b"RELEASE SAVEPOINT worker_job")
+            await conn.rollback()
+
+            job = JobConn(conn, savepoint)  # type: ignore[arg-type]
+            savepoint.begin()
+            await job.execute(b"SELECT 1")  # the first statement opens it
+            await conn.execute(b"RELEASE SAVEPOINT worker_job")
+            assert not any(hasattr(job, name) for name in ("commit", "rollback", "close"))
+            await conn.rollback()
 
     asyncio.run(main())
