@@ -42,10 +42,7 @@ WITH j AS (
             FROM queue.attempts a
             WHERE a.job_id = x.id
               AND a.claim_xid <> %(claim_xid)s::xid8
-              AND a.outcome IS DISTINCT FROM 'released')::int AS prior,
-           (SELECT a.outcome FROM queue.attempts a
-            WHERE a.job_id = x.id AND a.claim_xid <> %(claim_xid)s::xid8
-            ORDER BY a.id DESC LIMIT 1) AS last_outcome
+              AND a.outcome IS DISTINCT FROM 'released')::int AS prior
     FROM queue.jobs x
     WHERE x.id = ANY(%(job_ids)s::bigint[])
 ), ins AS (
@@ -59,9 +56,15 @@ WITH j AS (
     SELECT a.id, a.job_id, a.attempt FROM queue.attempts a
     WHERE a.claim_xid = %(claim_xid)s::xid8 AND a.job_id = ANY(%(job_ids)s::bigint[])
 )
-SELECT j.id AS job_id, j.prior, j.last_outcome,
+SELECT j.id AS job_id, j.prior,
        coalesce(ins.id, earlier.id) AS attempt_id,
-       coalesce(ins.attempt, earlier.attempt) AS attempt
+       coalesce(ins.attempt, earlier.attempt) AS attempt,
+       -- for a job with no attempt left: how its last one ended (why it is spent)
+       CASE WHEN ins.id IS NULL AND earlier.id IS NULL THEN
+           (SELECT a.outcome FROM queue.attempts a
+            WHERE a.job_id = j.id AND a.claim_xid <> %(claim_xid)s::xid8
+            ORDER BY a.id DESC LIMIT 1)
+       END AS last_outcome
 FROM j
 LEFT JOIN ins ON ins.job_id = j.id
 LEFT JOIN earlier ON earlier.job_id = j.id;
