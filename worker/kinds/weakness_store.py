@@ -71,7 +71,7 @@ def _first_text(item: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _legacy_entry(value: object) -> dict[str, Any]:
-    """An analysis stored before the history existed (the seed's flat shape, or anything
+    """An analysis stored before the history existed (a flat {weaknesses, suggestions}, or anything
     else found in the column), kept verbatim under `original` and read as best it can be."""
     flat = value if isinstance(value, dict) else {}
 

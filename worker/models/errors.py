@@ -9,7 +9,7 @@ from typing import Final
 
 from worker.errors import FinalFailure, RetryLater
 
-# How much of an unusable reply is kept for the operator (the mission asks for 1000 chars).
+# How much of an unusable reply is kept for the operator to read.
 RAW_EXCERPT_CHARS: Final = 1000
 # The reason is clipped too, so reason + excerpt fit in the job's error_message (2000 chars).
 REASON_CHARS: Final = 800
