@@ -85,11 +85,12 @@ def model() -> Iterator[fake.FakeOpenAI]:
 
 @contextlib.asynccontextmanager
 async def explaining(dsn: str, server: fake.FakeOpenAI,
-                     rerank: RerankSettings | None = None) -> AsyncIterator[Any]:
+                     rerank: RerankSettings | None = None, **overrides: Any
+                     ) -> AsyncIterator[Any]:
     settings = Settings(
         models=ModelSettings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key",
                              llm_model="fake-model", llm_json_mode="json_schema"),
-        rerank=rerank or RerankSettings())
+        rerank=rerank or RerankSettings(), **overrides)
     client = build_client(settings.models, dsn)
     registry = Registry()
     registry.register(explanation.kind(settings, client))
@@ -100,10 +101,10 @@ async def explaining(dsn: str, server: fake.FakeOpenAI,
         await client.aclose()
 
 
-def _drain(dsn: str, server: fake.FakeOpenAI, rerank: RerankSettings | None = None
-           ) -> None:
+def _drain(dsn: str, server: fake.FakeOpenAI, rerank: RerankSettings | None = None,
+           **overrides: Any) -> None:
     async def main() -> None:
-        async with explaining(dsn, server, rerank):
+        async with explaining(dsn, server, rerank, **overrides):
             await until(lambda: asyncio.to_thread(_idle, dsn), message="queue drained")
 
     asyncio.run(main())
@@ -159,7 +160,8 @@ def test_guard_pass_writes_a_ready_explanation_grounded_in_evidence(dsn: str, mo
     assert "관련 문제와 그 AI 해설, 검증되지 않음" in prompt
     assert "AI 해설: 다른 문제의 해설" in prompt
     assert "검증되지 않은 해설" not in prompt  # a stale explanation is never evidence
-    assert "정답: 3" not in prompt and "3번" not in prompt.split("[근거 자료]")[0]
+    assert "[정답]\n3번" in prompt  # the default prompt (v2) gives the key
+    assert model.bodies("chat")[0]["messages"][0]["content"].count("정답") >= 1
 
 
 def test_guard_fail_is_final_and_keeps_the_previous_text(dsn: str, model: Any) -> None:
@@ -305,7 +307,7 @@ def test_a_configured_reranker_orders_the_evidence_and_is_recorded(dsn: str, mod
     assert prompt.index("코로나") < prompt.index("철손은 부하와 무관")
 
 
-def test_concurrent_manual_requests_enqueue_once_and_refuse_the_rest(dsn: str) -> None:
+def test_concurrent_manual_requests_enqueue_once_and_all_get_its_id(dsn: str) -> None:
     course = Course(dsn)
     qid = course.question()
     n = 10
@@ -327,7 +329,9 @@ def test_concurrent_manual_requests_enqueue_once_and_refuse_the_rest(dsn: str) -
         t.start()
     for t in threads:
         t.join()
-    assert outcomes.count("409") == n - 1
+    job = _one(dsn, "SELECT id FROM queue.jobs WHERE kind = 'explanation'")
+    # the job is only queued (no worker runs here): every caller is told its id
+    assert outcomes == [f"enqueued:{job}"] * n
     assert _one(dsn, "SELECT count(*) FROM queue.jobs WHERE kind = 'explanation'") == 1
 
 
@@ -500,3 +504,52 @@ def test_a_text_that_argues_for_another_choice_is_refused(
     assert "names choice 1 as the answer" in job["error_message"]
     assert _sql(dsn, "SELECT ai_explanation FROM app.questions WHERE id = %s",
                 (qid,)) == [{"ai_explanation": None}]
+
+
+def test_prompt_v1_stays_selectable_and_solves_blind(dsn: str, model: fake.FakeOpenAI) -> None:
+    """PROMPT_VERSION_EXPLANATION=1: the key is not in the prompt; the guard refuses a
+    disagreement, as v1 always did."""
+    from worker.config import PromptSettings
+
+    course = Course(dsn)
+    qid = course.question(key=3)
+    model.fallback["chat"] = lambda request: _envelope(2)
+    _request(dsn, qid)
+    _drain(dsn, model, prompts=PromptSettings(per_kind={"explanation": "1"}))
+    body = model.bodies("chat")[0]
+    assert "[정답]" not in body["messages"][1]["content"]
+    job = _job(dsn, qid)
+    assert (job["status"], job["error_code"]) == ("failed", "guard_fail")
+    assert job["result"]["prompt_version"] == 1
+
+
+def test_a_request_promotes_a_queued_prefetch_and_is_refused_only_while_it_runs(
+        dsn: str) -> None:
+    """Grading queues the wrong answers' explanations (priority 0); a learner asking for one
+    of them is not refused (it used to get 55006 until the prefetch ran): the queued job is
+    raised to the manual priority and made due now. Only a job a worker holds is refused,
+    at once, without waiting for the claim."""
+    course = Course(dsn)
+    qid = course.question(key=3)
+    user = _one(dsn, "SELECT user_id FROM app.courses WHERE id = %s", (course.id,))
+    quiz = _one(dsn, "INSERT INTO app.quizzes (course_id, user_id, status) VALUES "
+                     "(%s, %s, 'submitted') RETURNING id", (course.id, user))
+    _sql(dsn, "INSERT INTO app.quiz_answers (quiz_id, question_id, selected_choice, "
+              "is_correct) VALUES (%s, %s, 1, false)", (quiz, qid))
+    _sql(dsn, "UPDATE app.quizzes SET status = 'graded' WHERE id = %s", (quiz,))
+    prefetch = _sql(dsn, "SELECT id, priority FROM queue.jobs WHERE kind = 'explanation'")
+    assert [p["priority"] for p in prefetch] == [0]
+    _sql(dsn, "UPDATE queue.jobs SET run_at = now() + interval '1 hour' WHERE id = %s",
+         (prefetch[0]["id"],))  # a retry waiting out its backoff, say
+
+    answer = _request(dsn, qid)
+    assert (answer["status"], answer["job_id"]) == ("pending", prefetch[0]["id"])
+    job = _sql(dsn, "SELECT priority, run_at <= now() AS due FROM queue.jobs WHERE id = %s",
+               (prefetch[0]["id"],))[0]
+    assert job == {"priority": 10, "due": True}
+
+    with psycopg.connect(dsn) as claim:  # a worker's claim holds the row
+        claim.execute("SELECT id FROM queue.jobs WHERE id = %s FOR NO KEY UPDATE",
+                      (prefetch[0]["id"],))
+        with pytest.raises(psycopg.errors.ObjectInUse, match="is being generated"):
+            _request(dsn, qid)

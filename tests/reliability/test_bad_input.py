@@ -1027,9 +1027,10 @@ def test_request_explanation_refuses_what_it_cannot_explain(dsn: str, course: Co
         with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
             sql(dsn, "SELECT * FROM app.request_explanation(%s)", (missing,))
     assert _snapshot(dsn) == before
-    course.request(qid)
-    with pytest.raises(psycopg.errors.ObjectInUse, match="is being generated"):
-        sql(dsn, "SELECT * FROM app.request_explanation(%s, true)", (qid,))
+    job = course.request(qid)
+    # queued, not running: the same job, not a refusal and not a second job
+    again = sql(dsn, "SELECT * FROM app.request_explanation(%s, true)", (qid,))
+    assert [(r["status"], r["job_id"]) for r in again] == [("pending", job)]
 
 
 def test_requeue_and_cancel_of_jobs_that_do_not_exist(dsn: str) -> None:

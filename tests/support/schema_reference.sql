@@ -433,6 +433,7 @@ CREATE FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boole
 DECLARE
     v_q      app.questions;
     v_active bigint;
+    v_queued bigint;
 BEGIN
     SELECT * INTO v_q FROM app.questions x WHERE x.id = p_question_id FOR NO KEY UPDATE;
     IF NOT FOUND OR v_q.deleted_at IS NOT NULL THEN
@@ -448,8 +449,20 @@ BEGIN
     WHERE j.kind = 'explanation' AND j.subject = 'question:' || p_question_id
       AND j.status IN ('pending', 'running');
     IF v_q.ai_explanation_status = 'pending' AND v_active IS NOT NULL THEN
-        RAISE EXCEPTION 'an explanation of question % is being generated', p_question_id
-            USING ERRCODE = 'object_in_use', HINT = 'ask again when it is ready';
+        SELECT j.id INTO v_queued FROM queue.jobs j
+        WHERE j.id = v_active AND j.status = 'pending'
+        FOR NO KEY UPDATE SKIP LOCKED;
+        IF v_queued IS NULL OR queue.is_running(v_queued) THEN
+            RAISE EXCEPTION 'an explanation of question % is being generated', p_question_id
+                USING ERRCODE = 'object_in_use', HINT = 'ask again when it is ready';
+        END IF;
+        UPDATE queue.jobs j
+        SET priority = greatest(j.priority, 10::smallint), run_at = least(j.run_at, now()),
+            updated_at = now()
+        WHERE j.id = v_queued;
+        PERFORM pg_notify('queue_jobs', 'explanation');
+        RETURN QUERY SELECT 'pending'::text, v_q.ai_explanation, false, v_queued;
+        RETURN;
     END IF;
 
     IF v_q.ai_explanation_status IN ('ready', 'stale') AND v_q.ai_explanation IS NOT NULL

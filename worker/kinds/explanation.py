@@ -27,6 +27,9 @@ KIND = "explanation"
 # the prompt file's response_format may set the completion's limits; the prompt itself is
 # at most the question, its choices, the evidence (EvidenceSettings) and the instructions
 DEFAULT_BUDGET = Budget(max_tokens=900, temperature=0.0, prompt_chars=24_000)
+# what a prompt file may use
+VARIABLES = ("question_text", "choice_1", "choice_2", "choice_3", "choice_4", "correct_choice",
+             "evidence")
 # what of a question the prompt shows
 QUESTION_CHARS, CHOICE_CHARS = 2_000, 500
 
@@ -183,9 +186,11 @@ class Explanations:
 
     async def ask(self, row: dict[str, Any], found: evidence.Evidence, job: Job
                   ) -> CompletionResult[Envelope]:
-        """The model's answer: the question, its choices and the evidence, never the key."""
+        """The model's answer: the question, its choices, the key (for a prompt version that
+        shows it: v2 does, v1 has the model solve blind) and the evidence."""
         request = self.prompt.request({
             "question_text": clip(row["question_text"], QUESTION_CHARS),
+            "correct_choice": row["correct_choice"],
             "evidence": found.prompt_text(),
             **{f"choice_{n}": clip(row[f"choice_{n}"], CHOICE_CHARS) for n in range(1, 5)},
         }, Envelope, DEFAULT_BUDGET)
@@ -205,7 +210,7 @@ class Explanations:
 def kind(settings: Settings, client: ModelClient) -> JobKind:
     """The explanation kind. Its job timeout covers an embedding for the evidence search
     and two model round trips (the model layer's one repair retry)."""
-    explanations = Explanations(client, prompt_for(KIND, settings.prompts),
+    explanations = Explanations(client, prompt_for(KIND, settings.prompts, VARIABLES),
                                 evidence.build_reranker(settings.rerank), settings.evidence)
     models = settings.models
     timeout = 2 * models.timeout_for(KIND) + models.timeout_for("embedding") + 10
