@@ -199,3 +199,12 @@ def test_a_database_that_is_not_utf8_is_refused_at_start(pg_server: str) -> None
             assert "EUC_KR" in result.stderr and "UTF8" in result.stderr, result.stderr
     finally:
         testdb.drop_database(pg_server, name)
+
+
+def test_the_openai_endpoint_without_a_key_is_refused_at_start(dsn: str) -> None:
+    """No OPENAI_API_KEY and no other endpoint: every job would fail `bad_request` (401);
+    the worker says so at start instead, in one line, exit 3."""
+    result = _cli("run", env={"DATABASE_URL": dsn, "WORKER_KINDS": "explanation"})
+    assert result.returncode == 3, result.stderr
+    assert "OPENAI_API_KEY" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -426,10 +426,13 @@ def test_a_client_built_from_settings_talks_to_the_configured_server(
 
 
 def test_the_mlx_backend_is_chosen_by_settings_and_explains_a_missing_extra() -> None:
+    local_embeddings = "http://127.0.0.1:9/v1"  # an MLX chat model still needs one
     with pytest.raises(ConfigError, match="WORKER_MLX_MODEL"):
-        build_client(ModelSettings(llm_backend="mlx"))
+        build_client(ModelSettings(llm_backend="mlx", embed_base_url=local_embeddings))
+    with pytest.raises(ConfigError, match="WORKER_EMBED_API_KEY"):
+        build_client(ModelSettings(llm_backend="mlx", mlx_model="mlx-community/tiny"))
     client = build_client(ModelSettings(llm_backend="mlx", mlx_model="mlx-community/tiny",
-                                        llm_gate_capacity=1))
+                                        llm_gate_capacity=1, embed_base_url=local_embeddings))
     assert isinstance(client.chat_backend, MlxChat)
     assert client.chat_gate.name == "mlx" and client.chat_gate.capacity == 1
 

@@ -15,7 +15,7 @@ from worker.models.client import ChatBackend, ModelClient
 from worker.models.gate import Gates
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
-from worker.models.settings import ModelSettings
+from worker.models.settings import OPENAI_API_URL, ModelSettings
 from worker.models.types import CallContext
 from worker.queries import q
 
@@ -25,6 +25,7 @@ PROBE_TEXT = "embedding dimension probe"
 def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient:
     """The process's model client. With a dsn, calls are recorded in queue.model_calls and
     cross-process gates are possible."""
+    _check_keys(settings)
     gates = Gates(dsn)
     chat_endpoint = settings.chat_endpoint()
     chat_gate = gates.get(
@@ -68,6 +69,22 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         timeout_for=settings.timeout_for,
         embed_batch_size=settings.embed_batch_size,
     )
+
+
+def _check_keys(settings: ModelSettings) -> None:
+    """The OpenAI API refuses every call without a key: say so at start-up, not in a stream
+    of failed jobs. Another endpoint (a local server) may need none."""
+    chat_key = settings.openai_api_key
+    if settings.llm_backend == "openai" and settings.chat_endpoint() == OPENAI_API_URL \
+            and chat_key is None:
+        raise ConfigError("the chat model is the OpenAI API (OPENAI_BASE_URL unset) but "
+                          "OPENAI_API_KEY is not set; set it, or point OPENAI_BASE_URL at "
+                          "another server")
+    if settings.embed_endpoint() == OPENAI_API_URL \
+            and (settings.embed_api_key or chat_key) is None:
+        raise ConfigError("the embedding model is the OpenAI API (WORKER_EMBED_BASE_URL and "
+                          "OPENAI_BASE_URL unset) but neither WORKER_EMBED_API_KEY nor "
+                          "OPENAI_API_KEY is set")
 
 
 async def check_embedding_dimension(client: ModelClient, expected: int) -> int:
