@@ -22,11 +22,18 @@ def test_cut_after_a_korean_sentence_end_near_the_limit(ending: str) -> None:
     assert len(out) > LIMIT - 200  # near the end, not early
 
 
-def test_the_last_boundary_wins_a_paragraph_break_or_a_line_break() -> None:
+def test_boundaries_are_preferred_in_the_designs_order() -> None:
+    """Paragraph, line, ". ", "다.", "요.", "다 ", "요 ": the first kind found in the window
+    wins, even when a boundary of a later kind sits closer to the limit."""
     body = "가" * 1100
-    text = body + "\n\n" + "나" * 50 + "\n" + "다" * 300
-    out, capped = cap(text)
-    assert capped and out == body + "\n\n" + "나" * 50 + ELLIPSIS
+    out, _ = cap(body + "\n\n" + "나" * 50 + "\n" + "다" * 300)
+    assert out == body + ELLIPSIS  # the paragraph break, not the later line break
+    out, _ = cap(body + "\n" + "나" * 50 + "이다. " + "라" * 300)
+    assert out == body + ELLIPSIS  # the line break, not the later sentence end
+    out, _ = cap(body + "이다." + "나" * 20 + "x. " + "라" * 300)
+    assert out == body + "이다." + "나" * 20 + "x." + ELLIPSIS  # ". " before "다."
+    out, _ = cap(body + "했다 " + "나" * 20 + "이다." + "라" * 300)
+    assert out == body + "했다 " + "나" * 20 + "이다." + ELLIPSIS  # "다." before "다 "
 
 
 def test_a_list_number_or_a_decimal_is_not_a_sentence_end() -> None:

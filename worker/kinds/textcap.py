@@ -1,6 +1,6 @@
 """Text cut to a length: `clip` for any value that enters a prompt or a stored summary, `cap`
-for an explanation, which is cut on the last paragraph break, line break or sentence end
-near the limit instead of in the middle of a sentence.
+for an explanation, which is cut on a paragraph break, line break or sentence end near the
+limit instead of in the middle of a sentence.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ LIMIT = 1200
 WINDOW = 200
 ELLIPSIS = "…"
 
-# A sentence ends with . ! ? (Korean endings such as 다. 요. included) or their full-width
-# forms, followed by whitespace or the end. A period after a digit is a list number or a
-# decimal ("1. ", "3.5"), not the end of a sentence.
-_SENTENCE_END = re.compile(r"(?<![0-9])[.!?\u3002\uff01\uff1f](?=\s|$)")
+# Where an explanation may be cut, most preferred first: the first kind found near the limit
+# wins, even if a boundary of a later kind sits closer to it. A period after a digit is a
+# list number or a decimal ("1. ", "3.5"), not the end of a sentence.
+_BOUNDARIES = [re.compile(pattern) for pattern in (
+    r"\n\n", r"\n", r"(?<![0-9])\. ", r"다\.", r"요\.", r"다 ", r"요 ",
+    # other sentence ends: ! ? and the full-width forms, before whitespace or the end
+    r"[!?\u3002\uff01\uff1f](?=\s|$)")]
 
 
 def clip(text: str, limit: int) -> str:
@@ -31,12 +34,8 @@ def cap(text: str, limit: int = LIMIT, window: int = WINDOW) -> tuple[str, bool]
     room = limit - len(ELLIPSIS)
     head = text[:room]
     floor = max(room - window, 0)
-    best = -1
-    for boundary in ("\n\n", "\n"):
-        at = head.rfind(boundary, floor)
-        if at >= 0:
-            best = max(best, at)
-    for match in _SENTENCE_END.finditer(head, floor):
-        best = max(best, match.end())
-    cut = head[:best].rstrip() if best > floor else head.rstrip()
-    return cut + ELLIPSIS, True
+    for boundary in _BOUNDARIES:
+        ends = [match.end() for match in boundary.finditer(head, floor)]
+        if ends:
+            return head[:ends[-1]].rstrip() + ELLIPSIS, True
+    return head.rstrip() + ELLIPSIS, True
