@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 
+    # explanations: also have the model solve each question blind (without the key) and
+    # record whether it agrees (`record`), or refuse to publish when it does not (`block`)
+    explanation_verify: Literal["off", "record", "block"] = "off"
+
     # `run --offline` and the demo: which local chat model, and where its file is assembled
     offline_model: str = "qwen2.5-coder-0.5b"
     models_dir: Path = PROJECT_ROOT / ".data" / "models"

@@ -553,3 +553,36 @@ def test_a_request_promotes_a_queued_prefetch_and_is_refused_only_while_it_runs(
                       (prefetch[0]["id"],))
         with pytest.raises(psycopg.errors.ObjectInUse, match="is being generated"):
             _request(dsn, qid)
+
+
+@pytest.mark.parametrize("mode", ["record", "block"])
+def test_verification_mode_records_or_blocks_a_blind_disagreement(
+        dsn: str, model: fake.FakeOpenAI, mode: str) -> None:
+    """WORKER_EXPLANATION_VERIFY: the model also solves the question blind. It answers 2,
+    the key is 3: `record` publishes and keeps the signal, `block` refuses to publish."""
+    course = Course(dsn)
+    agreed, disputed = course.question("합의", key=3), course.question("이견", key=3)
+
+    def reply(request: fake.Recorded) -> fake.Reply:
+        body = request.body
+        blind = body["response_format"]["json_schema"]["name"] == "BlindAnswer"
+        if not blind:
+            return _envelope(3)
+        said = 3 if "합의" in body["messages"][1]["content"] else 2
+        return fake.chat_json({"answer_choice": said})
+
+    model.fallback["chat"] = reply
+    for qid in (agreed, disputed):
+        _request(dsn, qid)
+    _drain(dsn, model, explanation_verify=mode)
+    ok, other = _job(dsn, agreed), _job(dsn, disputed)
+    assert ok["status"] == "completed"
+    assert (ok["result"]["blind_answer"], ok["result"]["verified"]) == (3, True)
+    if mode == "record":
+        assert other["status"] == "completed"
+        assert (other["result"]["blind_answer"], other["result"]["verified"]) == (2, False)
+        assert _question(dsn, disputed)["ai_explanation_status"] == "ready"
+    else:
+        assert (other["status"], other["error_code"]) == ("failed", "unverified")
+        assert other["result"] == {"blind_answer": 2, "verified": False}
+        assert _question(dsn, disputed)["ai_explanation"] is None

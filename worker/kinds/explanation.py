@@ -27,6 +27,8 @@ KIND = "explanation"
 # the prompt file's response_format may set the completion's limits; the prompt itself is
 # at most the question, its choices, the evidence (EvidenceSettings) and the instructions
 DEFAULT_BUDGET = Budget(max_tokens=900, temperature=0.0, prompt_chars=24_000)
+VERIFY_BUDGET = Budget(max_tokens=20, temperature=0.0, prompt_chars=24_000)
+VERIFY_KIND = "explanation_verify"
 # what a prompt file may use
 VARIABLES = ("question_text", "choice_1", "choice_2", "choice_3", "choice_4", "correct_choice",
              "evidence")
@@ -50,6 +52,14 @@ class Envelope(BaseModel):
         if not value:
             raise ValueError("the explanation is empty")
         return value
+
+
+class BlindAnswer(BaseModel):
+    """What the verification prompt asks for: the model's own answer, without the key."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answer_choice: int = Field(ge=1, le=4)
 
 
 class ExplanationArgs(BaseModel):
@@ -135,6 +145,13 @@ async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
     return {**facts, "saved_length": len(text), "capped": capped, "removed": removed}
 
 
+def _question_values(row: dict[str, Any], found: evidence.Evidence) -> dict[str, object]:
+    """The question as a prompt shows it, each part clipped, and the evidence."""
+    return {"question_text": clip(row["question_text"], QUESTION_CHARS),
+            "evidence": found.prompt_text(),
+            **{f"choice_{n}": clip(row[f"choice_{n}"], CHOICE_CHARS) for n in range(1, 5)}}
+
+
 def _facts(answer: CompletionResult[Envelope], prompt: Prompt,
            found: evidence.Evidence) -> dict[str, Any]:
     """What the job records about the model's answer, written back or not."""
@@ -152,11 +169,15 @@ def _facts(answer: CompletionResult[Envelope], prompt: Prompt,
 
 class Explanations:
     def __init__(self, client: ModelClient, prompt: Prompt, reranker: evidence.Reranker,
-                 limits: EvidenceSettings) -> None:
+                 limits: EvidenceSettings, verify: Prompt | None = None,
+                 block_unverified: bool = False) -> None:
         self.client = client
         self.prompt = prompt
         self.reranker = reranker
         self.limits = limits
+        # verification mode: a blind solve (no key) whose answer is compared with the key
+        self.verify = verify
+        self.block_unverified = block_unverified
 
     async def handle(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: ExplanationArgs = job.args
@@ -165,7 +186,8 @@ class Explanations:
             return {"cached": True, "note": "already ready; no model call"}
         found = await self.gather(conn, row, job)
         answer = await self.ask(row, found, job)
-        facts = await guard(conn, row, _facts(answer, self.prompt, found), answer.value)
+        facts = _facts(answer, self.prompt, found) | await self.solve_blind(row, found, job)
+        facts = await guard(conn, row, facts, answer.value)
         return await write(conn, row["id"], answer.value, answer.model, facts)
 
     async def gather(self, conn: JobConnection, row: dict[str, Any], job: Job) -> evidence.Evidence:
@@ -188,14 +210,31 @@ class Explanations:
                   ) -> CompletionResult[Envelope]:
         """The model's answer: the question, its choices, the key (for a prompt version that
         shows it: v2 does, v1 has the model solve blind) and the evidence."""
-        request = self.prompt.request({
-            "question_text": clip(row["question_text"], QUESTION_CHARS),
-            "correct_choice": row["correct_choice"],
-            "evidence": found.prompt_text(),
-            **{f"choice_{n}": clip(row[f"choice_{n}"], CHOICE_CHARS) for n in range(1, 5)},
-        }, Envelope, DEFAULT_BUDGET)
+        request = self.prompt.request(
+            _question_values(row, found) | {"correct_choice": row["correct_choice"]},
+            Envelope, DEFAULT_BUDGET)
         return await self.client.complete(
             request, CallContext.for_job(job, prompt_version=self.prompt.version))
+
+    async def solve_blind(self, row: dict[str, Any], found: evidence.Evidence, job: Job
+                          ) -> dict[str, Any]:
+        """Verification mode: the model's own answer without the key, compared with the
+        key; a disagreement is recorded (`verified: false`) or, with `block`, refused
+        (`unverified`, final). Nothing when the mode is off."""
+        if self.verify is None:
+            return {}
+        request = self.verify.request(_question_values(row, found), BlindAnswer,
+                                      VERIFY_BUDGET)
+        result = await self.client.complete(
+            request, CallContext.for_job(job, prompt_version=self.verify.version))
+        blind, key = result.value.answer_choice, row["correct_choice"]
+        facts = {"blind_answer": blind, "verified": blind == key}
+        if blind != key and self.block_unverified:
+            refused = GuardFailed("unverified", f"solved blind, the model answered {blind}; "
+                                                f"the key is {key} (not published)")
+            refused.details = facts
+            raise refused
+        return facts
 
     async def on_final_failure(self, conn: JobConnection, job: Job, outcome: Outcome) -> None:
         if job.args is None:  # refused as bad_payload: no question to mark
@@ -209,11 +248,15 @@ class Explanations:
 
 def kind(settings: Settings, client: ModelClient) -> JobKind:
     """The explanation kind. Its job timeout covers an embedding for the evidence search
-    and two model round trips (the model layer's one repair retry)."""
+    and two model round trips (the model layer's one repair retry), twice with verification."""
+    verify = (None if settings.explanation_verify == "off"
+              else prompt_for(VERIFY_KIND, settings.prompts, VARIABLES))
     explanations = Explanations(client, prompt_for(KIND, settings.prompts, VARIABLES),
-                                evidence.build_reranker(settings.rerank), settings.evidence)
+                                evidence.build_reranker(settings.rerank), settings.evidence,
+                                verify, block_unverified=settings.explanation_verify == "block")
     models = settings.models
-    timeout = 2 * models.timeout_for(KIND) + models.timeout_for("embedding") + 10
+    calls = 2 if verify is None else 4
+    timeout = calls * models.timeout_for(KIND) + models.timeout_for("embedding") + 10
     return JobKind(KIND, handler=explanations.handle, payload_model=ExplanationArgs,
                    on_final_failure=explanations.on_final_failure,
                    concurrency=2, timeout=timeout)
