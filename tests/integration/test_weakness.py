@@ -675,6 +675,17 @@ def test_an_open_app_transaction_that_starts_a_quiz_does_not_block_the_merge(
     assert [w["topic"] for w in _analysis(dsn, course)["weaknesses"]] == ["변압기"]
 
 
+def _analyse_one_wrong_answer(dsn: str, model: Any, course: int) -> int:
+    """A quiz of the course with one wrong answer, graded and analysed; its id."""
+    question = _mc(dsn, course, "변압기 철손")
+    quiz = _quiz(dsn, course)
+    _answer(dsn, quiz, question, selected_choice=3, is_correct=False)
+    _grade(dsn, quiz)
+    model.script(_reply(("변압기 손실", "high", [1])))
+    _run(dsn, model)
+    return quiz
+
+
 def test_a_stored_analysis_nested_too_deep_to_decode_does_not_fail_the_course(
         dsn: str, model: Any) -> None:
     """A course_weakness_analysis nested 5,000 deep (jsonb takes it, a JSON decoder does not)
@@ -683,12 +694,7 @@ def test_a_stored_analysis_nested_too_deep_to_decode_does_not_fail_the_course(
     course = _course(dsn)
     _sql(dsn, "UPDATE app.courses SET course_weakness_analysis = "
               "(repeat('[', 5000) || repeat(']', 5000))::jsonb WHERE id = %s", (course,))
-    question = _mc(dsn, course, "변압기 철손")
-    quiz = _quiz(dsn, course)
-    _answer(dsn, quiz, question, selected_choice=3, is_correct=False)
-    _grade(dsn, quiz)
-    model.script(_reply(("변압기 손실", "high", [1])))
-    _run(dsn, model)
+    _analyse_one_wrong_answer(dsn, model, course)
     (job,) = _jobs(dsn)
     assert (job["status"], job["error_code"]) == ("completed", None), job
     stored = _analysis(dsn, course)
@@ -710,12 +716,7 @@ def test_the_stored_history_is_bounded(dsn: str, model: Any) -> None:
     history = [{**entry, "quiz_id": n, "job_id": n} for n in range(MAX_HISTORY + 20)]
     history[5]["superseded_by_job"] = 99
     course = _course(dsn, {"format": 1, "history": history})
-    question = _mc(dsn, course, "변압기 철손")
-    quiz = _quiz(dsn, course)
-    _answer(dsn, quiz, question, selected_choice=3, is_correct=False)
-    _grade(dsn, quiz)
-    model.script(_reply(("변압기 손실", "high", [1])))
-    _run(dsn, model)
+    quiz = _analyse_one_wrong_answer(dsn, model, course)
     stored = _analysis(dsn, course)["history"]
     assert len(stored) == MAX_HISTORY
     assert stored[-1]["quiz_id"] == quiz
