@@ -5,6 +5,7 @@ Written back only for the content the model saw, and only if its answer matches 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pgvector import Vector
@@ -167,17 +168,15 @@ def _facts(answer: CompletionResult[Envelope], prompt: Prompt,
     }
 
 
+@dataclass(frozen=True)
 class Explanations:
-    def __init__(self, client: ModelClient, prompt: Prompt, reranker: evidence.Reranker,
-                 limits: EvidenceSettings, verify: Prompt | None = None,
-                 block_unverified: bool = False) -> None:
-        self.client = client
-        self.prompt = prompt
-        self.reranker = reranker
-        self.limits = limits
-        # verification mode: a blind solve (no key) whose answer is compared with the key
-        self.verify = verify
-        self.block_unverified = block_unverified
+    client: ModelClient
+    prompt: Prompt
+    reranker: evidence.Reranker
+    limits: EvidenceSettings
+    # verification mode: a blind solve (no key) whose answer is compared with the key
+    verify: Prompt | None = None
+    block_unverified: bool = False
 
     async def handle(self, conn: JobConnection, job: Job) -> dict[str, Any]:
         args: ExplanationArgs = job.args
