@@ -128,7 +128,7 @@ def test_the_procfile_worker_under_honcho_drains_on_sigterm(dsn: str) -> None:
     assert procfile.strip() == "worker: exec python -m worker run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     env.update({
-        "DATABASE_URL": dsn, "WORKER_PLUGINS": "tests.support.kinds",
+        "DATABASE_URL": dsn, "WORKER_PLUGINS": "tests.support.kinds", "WORKER_KINDS": "",
         "WORKER_LOG_FORMAT": "json", "WORKER_CONCURRENCY": "test.slow=1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
