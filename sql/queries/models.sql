@@ -11,6 +11,16 @@ VALUES (
     %(latency_ms)s, %(gate_wait_ms)s, %(outcome)s, %(error_code)s)
 RETURNING id;
 
+-- name: tokens_spent_today
+-- A kind's tokens today (UTC), for its daily budget, and the seconds until the day ends.
+SELECT coalesce(sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)), 0)::bigint
+           AS spent,
+       extract(epoch FROM date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 day'
+                          - (now() AT TIME ZONE 'UTC'))::float8 AS resets_in
+FROM queue.model_calls c
+WHERE c.kind = %(kind)s
+  AND c.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+
 -- name: gate_try_lock
 -- Two-key advisory locks live apart from the one-key (bigint) space the migrator uses.
 SELECT pg_try_advisory_lock(%(class)s::int4, %(slot)s::int4) AS locked;

@@ -348,3 +348,33 @@ def test_a_row_that_cannot_be_written_never_fails_the_call(dsn: str) -> None:
             await accountant.aclose()
 
     asyncio.run(main())
+
+
+def test_a_kind_over_its_daily_token_budget_is_deferred_until_the_window_resets(
+    fake: fo.FakeOpenAI, dsn: str, conn: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """WORKER_DAILY_TOKEN_BUDGET: once a kind's calls today (UTC, from queue.model_calls)
+    reach its budget, the next call is not made: `budget_exceeded`, retryable after the
+    day's end. Another kind is not affected."""
+    job_id, attempt_id = _job_and_attempt(conn, "explanation")
+    ctx = CallContext(kind="explanation", job_id=job_id, attempt_id=attempt_id)
+    fake.script(fo.chat_json({"answer": 4}, prompt_tokens=100, completion_tokens=5),
+                fo.chat_json({"answer": 4}, prompt_tokens=100, completion_tokens=5))
+
+    async def main() -> None:
+        client = _client(fake, dsn)
+        client.daily_token_budget = {"explanation": 50}
+        try:
+            await client.complete(REQUEST, ctx)  # 105 tokens: under the budget when made
+            with pytest.raises(ModelRetryable) as caught:
+                await client.complete(REQUEST, ctx)
+            assert caught.value.code == "budget_exceeded"
+            assert "105 of 50" in caught.value.message
+            assert caught.value.delay is not None and 0 < caught.value.delay <= 86_400
+            other = ctx.model_copy(update={"kind": "weakness_analysis"})
+            assert (await client.complete(REQUEST, other)).value.answer == 4
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert len(fake.requests) == 2  # the deferred call never reached the server

@@ -87,5 +87,10 @@ class Accountant:
             return None
         return int(rows[0]["id"]) if rows else None
 
+    async def spent_today(self, kind: str) -> tuple[int, float]:
+        """Tokens the kind's calls used today (UTC), and seconds until the day ends."""
+        rows = await self._session.run("tokens_spent_today", {"kind": kind})
+        return int(rows[0]["spent"]), float(rows[0]["resets_in"])
+
     async def aclose(self) -> None:
         await self._session.aclose()

@@ -68,6 +68,7 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         accountant=Accountant(dsn) if dsn else None,
         timeout_for=settings.timeout_for,
         embed_batch_size=settings.embed_batch_size,
+        daily_token_budget=settings.daily_token_budget,
     )
 
 

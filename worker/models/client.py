@@ -90,6 +90,7 @@ class ModelClient:
         accountant: Accountant | None = None,
         timeout_for: Callable[[str], float] = lambda kind: 60.0,
         embed_batch_size: int = 32,
+        daily_token_budget: dict[str, int] | None = None,
     ) -> None:
         self.chat_backend = chat
         self.chat_gate = chat_gate or Gate("chat", 1)
@@ -98,6 +99,8 @@ class ModelClient:
         self.accountant = accountant
         self.timeout_for = timeout_for
         self.embed_batch_size = embed_batch_size
+        # tokens a kind's calls may use per UTC day (from queue.model_calls); none: no limit
+        self.daily_token_budget = daily_token_budget or {}
 
     async def start(self) -> None:
         """Prepare backends that load something (an in-process model) before jobs run."""
@@ -145,6 +148,18 @@ class ModelClient:
             raise ConfigError(f"a {backend} call was answered without passing its gate "
                               f"{gate.name!r}")
 
+    async def _check_budget(self, kind: str) -> None:
+        """A kind that has used its daily token budget makes no more calls today: the job
+        is retried after the day ends (UTC)."""
+        budget = self.daily_token_budget.get(kind)
+        if budget is None or self.accountant is None:
+            return
+        spent, resets_in = await self.accountant.spent_today(kind)
+        if spent >= budget:
+            raise ModelRetryable(
+                "budget_exceeded", f"{kind} has used {spent} of {budget} tokens today (UTC, "
+                "WORKER_DAILY_TOKEN_BUDGET); retried after the day ends", resets_in)
+
     # -- completions --------------------------------------------------------------------------
 
     async def complete(
@@ -155,6 +170,7 @@ class ModelClient:
         chat = self.chat_backend
         if chat is None:
             raise ConfigError("no chat model is configured")
+        await self._check_budget(ctx.kind)
         timeout = request.timeout or self.timeout_for(ctx.kind)
         sent: CompletionRequest[Any] = request
         usage, latency_ms, wait_ms = Usage(), 0.0, 0.0
@@ -202,6 +218,7 @@ class ModelClient:
             raise ConfigError("no embedding model is configured")
         if not texts:
             raise ValueError("embed() needs at least one text")
+        await self._check_budget(ctx.kind)
         limit = self.timeout_for(ctx.kind)
         record = _embed_recorder(ctx, embedder, self.embed_gate.name)
         vectors: list[list[float]] = []

@@ -15,7 +15,8 @@ RAW_EXCERPT_CHARS: Final = 1000
 REASON_CHARS: Final = 800
 
 RETRYABLE_CODES: Final = frozenset(
-    {"timeout", "rate_limited", "server_error", "connection_error", "parse_fail"}
+    {"timeout", "rate_limited", "server_error", "connection_error", "parse_fail",
+     "budget_exceeded"}
 )
 FINAL_CODES: Final = frozenset(
     {"quota_exhausted", "bad_request", "refused", "content_filter", "truncated"}

@@ -68,9 +68,17 @@ class ModelSettings(BaseModel):
         default_factory=lambda: dict(DEFAULT_TIMEOUTS)
     )
     llm_timeout_default: float = Field(default=60.0, gt=0)
+    # per job kind, tokens (prompt + completion) its calls may use per UTC day, e.g.
+    # "explanation=2000000,weakness_analysis=500000"; unset kinds have no limit
+    daily_token_budget: dict[str, int] = Field(default_factory=dict)
     # the most bytes of one reply read from a model server (chat or embeddings); a server
     # that sends more fails the call as a retryable server_error
     max_reply_bytes: int = Field(default=MAX_REPLY_BYTES, ge=1024)
+
+    @field_validator("daily_token_budget", mode="before")
+    @classmethod
+    def _split_budget(cls, value: object) -> object:
+        return kind_pairs(value, "tokens") if isinstance(value, str) else value
 
     @field_validator("llm_timeouts", mode="before")
     @classmethod
