@@ -472,3 +472,19 @@ def test_on_a_non_utf8_database_a_korean_question_is_embedded_once(
     attempts = _sql(as_utf8, "SELECT outcome FROM queue.attempts ORDER BY id")
     assert [a["outcome"] for a in attempts] == ["completed"], attempts
     assert len(model.requests) == 1
+
+
+def test_a_backfill_call_enqueues_at_most_its_budget_and_the_next_call_goes_on(
+        dsn: str) -> None:
+    _sql(dsn, "UPDATE app.budgets SET value = 3 WHERE name = 'backfill_rows_per_call'")
+    course = _course(dsn)
+    questions = [_question(dsn, course, f"문제 {n}") for n in range(5)]
+    _sql(dsn, "UPDATE queue.jobs SET status = 'completed', completed_at = now()")
+    _sql(dsn, "UPDATE app.questions SET embedding_status = 'none'")
+    first = _sql(dsn, "SELECT job_id FROM app.backfill_embeddings(%s)", (course,))
+    assert len(first) == 3
+    second = _sql(dsn, "SELECT job_id FROM app.backfill_embeddings(%s, NULL, 100)", (course,))
+    assert len(second) == 3  # capped by the budget, not by the 100 asked for
+    subjects = {r["subject"] for r in _sql(
+        dsn, "SELECT subject FROM queue.jobs WHERE status = 'pending'")}
+    assert subjects == {f"question:{q}" for q in questions}

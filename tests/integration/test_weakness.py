@@ -722,3 +722,21 @@ def test_the_stored_history_is_bounded(dsn: str, model: Any) -> None:
     assert stored[-1]["quiz_id"] == quiz
     kept = [e["quiz_id"] for e in stored[:-1]]
     assert 5 not in kept and kept == sorted(kept) and kept[-1] == MAX_HISTORY + 19
+
+
+def test_grading_many_quizzes_at_once_paces_their_analyses_by_the_course_budget(
+        dsn: str) -> None:
+    """One UPDATE grading 5 quizzes of a course with a budget of 2 analyses per course and
+    hour: 2 are due now, 2 in an hour, 1 in two; none is dropped. Another course is not
+    held back."""
+    _sql(dsn, "UPDATE app.budgets SET value = 2 "
+              "WHERE name = 'weakness_analyses_per_course_per_hour'")
+    course, other = _course(dsn), _course(dsn)
+    quizzes = [_quiz(dsn, course) for _ in range(5)]
+    _grade(dsn, *quizzes)
+    _grade(dsn, _quiz(dsn, other))
+    hours = _sql(dsn, "SELECT payload->>'course_id' AS course, "
+                      "round(extract(epoch FROM run_at - created_at) / 3600)::int AS h "
+                      "FROM queue.jobs WHERE kind = %s ORDER BY id", (KIND,))
+    assert [r["h"] for r in hours if r["course"] == str(course)] == [0, 0, 1, 1, 2]
+    assert [r["h"] for r in hours if r["course"] == str(other)] == [0]

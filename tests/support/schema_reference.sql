@@ -69,33 +69,44 @@ $$;
 
 
 --
--- Name: backfill_embeddings(bigint, text); Type: FUNCTION; Schema: app; Owner: -
+-- Name: backfill_embeddings(bigint, text, integer); Type: FUNCTION; Schema: app; Owner: -
 --
 
-CREATE FUNCTION app.backfill_embeddings(p_course_id bigint DEFAULT NULL::bigint, p_model text DEFAULT NULL::text) RETURNS TABLE(job_id bigint)
+CREATE FUNCTION app.backfill_embeddings(p_course_id bigint DEFAULT NULL::bigint, p_model text DEFAULT NULL::text, p_limit integer DEFAULT NULL::integer) RETURNS TABLE(job_id bigint)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+    v_limit integer := least(coalesce(p_limit, app.budget('backfill_rows_per_call')),
+                             app.budget('backfill_rows_per_call'));
 BEGIN
     RETURN QUERY
     WITH q AS (
         UPDATE app.questions x
         SET embedding_status = app.embedding_status_after_write(
                 false, x.embedding_status, x.embedding IS NOT NULL)
-        WHERE x.deleted_at IS NULL
-          AND (p_course_id IS NULL OR x.course_id = p_course_id)
-          AND (x.embedding_status <> 'ready' OR x.embedding IS NULL
-               OR (p_model IS NOT NULL AND x.embedding_model IS DISTINCT FROM p_model))
+        WHERE x.id IN (
+            SELECT y.id FROM app.questions y
+            WHERE y.deleted_at IS NULL
+              AND (p_course_id IS NULL OR y.course_id = p_course_id)
+              AND (y.embedding_status <> 'ready' OR y.embedding IS NULL
+                   OR (p_model IS NOT NULL AND y.embedding_model IS DISTINCT FROM p_model))
+            -- rows not yet queued first, so repeated calls make progress
+            ORDER BY y.embedding_status = 'pending', y.id LIMIT v_limit)
         RETURNING x.id
     ), c AS (
         UPDATE app.document_chunks x
         SET embedding_status = app.embedding_status_after_write(
                 false, x.embedding_status, x.embedding IS NOT NULL)
-        FROM app.documents d
-        WHERE d.id = x.document_id AND d.deleted_at IS NULL
-          AND (p_course_id IS NULL OR d.course_id = p_course_id)
-          AND (x.embedding_status <> 'ready' OR x.embedding IS NULL
-               OR (p_model IS NOT NULL AND x.embedding_model IS DISTINCT FROM p_model))
+        WHERE x.id IN (
+            SELECT y.id FROM app.document_chunks y
+            JOIN app.documents d ON d.id = y.document_id
+            WHERE d.deleted_at IS NULL
+              AND (p_course_id IS NULL OR d.course_id = p_course_id)
+              AND (y.embedding_status <> 'ready' OR y.embedding IS NULL
+                   OR (p_model IS NOT NULL AND y.embedding_model IS DISTINCT FROM p_model))
+            ORDER BY y.embedding_status = 'pending', y.id
+            LIMIT v_limit - (SELECT count(*) FROM q))
         RETURNING x.id
     )
     SELECT queue.enqueue('embedding', 'question:' || q.id,
@@ -106,6 +117,18 @@ BEGIN
                          jsonb_build_object('source', 'chunk', 'id', c.id))
     FROM c;
 END;
+$$;
+
+
+--
+-- Name: budget(text); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.budget(p_name text) RETURNS integer
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT value FROM app.budgets WHERE name = p_name;
 $$;
 
 
@@ -395,9 +418,17 @@ CREATE FUNCTION app.quizzes_enqueue_weakness_analysis() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+    v_budget integer := app.budget('weakness_analyses_per_course_per_hour');
+    v_queued integer;
 BEGIN
+    -- analyses of this course already due within the hour, or scheduled beyond it
+    SELECT count(*) INTO v_queued FROM queue.jobs j
+    WHERE j.kind = 'weakness_analysis' AND j.status = 'pending'
+      AND j.payload->>'course_id' = NEW.course_id::text;
     PERFORM queue.enqueue('weakness_analysis', 'quiz:' || NEW.id,
-                          jsonb_build_object('quiz_id', NEW.id, 'course_id', NEW.course_id));
+                          jsonb_build_object('quiz_id', NEW.id, 'course_id', NEW.course_id),
+                          p_run_at => now() + make_interval(hours => v_queued / v_budget));
     RETURN NULL;
 END;
 $$;
@@ -910,6 +941,18 @@ $$;
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+--
+-- Name: budgets; Type: TABLE; Schema: app; Owner: -
+--
+
+CREATE TABLE app.budgets (
+    name text NOT NULL,
+    value integer NOT NULL,
+    note text NOT NULL,
+    CONSTRAINT budgets_value_check CHECK ((value >= 1))
+);
+
 
 --
 -- Name: courses; Type: TABLE; Schema: app; Owner: -
@@ -1464,6 +1507,14 @@ COMMENT ON TABLE queue.workers IS 'Live workers and their job kinds; a row is re
 
 
 --
+-- Name: budgets budgets_pkey; Type: CONSTRAINT; Schema: app; Owner: -
+--
+
+ALTER TABLE ONLY app.budgets
+    ADD CONSTRAINT budgets_pkey PRIMARY KEY (name);
+
+
+--
 -- Name: courses courses_pkey; Type: CONSTRAINT; Schema: app; Owner: -
 --
 
@@ -1920,11 +1971,18 @@ GRANT ALL ON FUNCTION app.answer_is_wrong(p_question_type text, p_is_correct boo
 
 
 --
--- Name: FUNCTION backfill_embeddings(p_course_id bigint, p_model text); Type: ACL; Schema: app; Owner: -
+-- Name: FUNCTION backfill_embeddings(p_course_id bigint, p_model text, p_limit integer); Type: ACL; Schema: app; Owner: -
 --
 
-REVOKE ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text) FROM PUBLIC;
-GRANT ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text) TO llm_operator;
+REVOKE ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION app.backfill_embeddings(p_course_id bigint, p_model text, p_limit integer) TO llm_operator;
+
+
+--
+-- Name: FUNCTION budget(p_name text); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.budget(p_name text) FROM PUBLIC;
 
 
 --
@@ -2182,6 +2240,13 @@ GRANT ALL ON FUNCTION queue.worker_alive(p_worker_id text, p_kinds text[], p_sta
 
 REVOKE ALL ON FUNCTION queue.worker_stopped(p_worker_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.worker_stopped(p_worker_id text) TO llm_worker;
+
+
+--
+-- Name: TABLE budgets; Type: ACL; Schema: app; Owner: -
+--
+
+GRANT SELECT,UPDATE ON TABLE app.budgets TO llm_operator;
 
 
 --
