@@ -257,9 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # anything else: one masked line, never a traceback with secrets
-        first = (logs.mask(str(exc)).strip().splitlines() or [""])[0]
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _first_line(exc: BaseException) -> str:
+    return (logs.mask(str(exc)).strip().splitlines() or [""])[0]
 
 
 def _config_problem(exc: ValueError) -> str:
@@ -267,4 +270,4 @@ def _config_problem(exc: ValueError) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
                          for error in exc.errors())
-    return (logs.mask(str(exc)).splitlines() or [""])[0]
+    return _first_line(exc)

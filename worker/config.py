@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -30,9 +29,8 @@ from pydantic_settings import (
 from worker.models.settings import ModelSettings, kind_pairs
 from worker.paths import PROJECT_ROOT, PROMPTS_DIR
 
-# the password of a connection URI (up to the last "@") or of key=value pairs
+# the password of a connection URI as written (up to the last "@"), percent-escapes and all
 _URL_PASSWORD = re.compile(r"//[^:/@\s]*:(\S+)@")
-_KV_PASSWORD = re.compile(r"password\s*=\s*'?([^'\s]+)", re.IGNORECASE)
 
 _SECTION = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -262,8 +260,9 @@ def secret_values(settings: Settings) -> list[str]:
     values = [key.get_secret_value() for key in keys if key is not None]
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()
-        for password in _URL_PASSWORD.findall(url) + _KV_PASSWORD.findall(url):
-            values += [password, unquote(password)]
+        # decoded by psycopg (a URI or key=value pairs; the validator parsed it already),
+        # and a URI's password as written
+        values += [str(conninfo_to_dict(url).get("password") or ""), *_URL_PASSWORD.findall(url)]
     return values
 
 

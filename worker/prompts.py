@@ -114,7 +114,7 @@ class Prompt(BaseModel):
         """The completion this prompt asks for with `values`, within its budget."""
         budget = self.budget(default)
         messages = self.render(values)
-        size = sum(len(message.content) for message in messages)
+        size = prompt_chars(messages)
         if size > budget.prompt_chars:
             raise FinalFailure(
                 "input_too_large", f"the {self.kind} prompt (v{self.version}) is {size} "
@@ -139,6 +139,11 @@ class Prompt(BaseModel):
             Message(role="system", content=system),
             Message(role="user", content=self.user.format_map(texts)),
         )
+
+
+def prompt_chars(messages: tuple[Message, ...]) -> int:
+    """A rendered prompt's size in characters, as its budget counts it."""
+    return sum(len(message.content) for message in messages)
 
 
 def available_versions(kind: str, directory: Path = PROMPTS_DIR) -> list[int]:

@@ -118,14 +118,15 @@ async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
                                             "explained; explaining the new version")
     key = current["correct_choice"]
     facts = {**facts, "correct_choice": key}
+    others = sorted(declared_answers(answer.explanation_md) - {key})
     problem = None
     if answer.answer_choice != key:
         problem = (f"the model answered {answer.answer_choice}, the key is {key} "
                    f"(confidence {answer.confidence})")
-    elif declared_answers(answer.explanation_md) - {key}:
-        others = ", ".join(map(str, sorted(declared_answers(answer.explanation_md) - {key})))
-        problem = (f"the explanation's text names choice {others} as the answer, the key "
-                   f"is {key} (its answer_choice field says {answer.answer_choice})")
+    elif others:
+        problem = (f"the explanation's text names choice {', '.join(map(str, others))} as the "
+                   f"answer, the key is {key} (its answer_choice field says "
+                   f"{answer.answer_choice})")
     if problem is not None:
         failed = GuardFailed("guard_fail", problem)
         failed.details = facts

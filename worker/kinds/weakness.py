@@ -27,8 +27,8 @@ from worker.kinds.weakness_store import (
     summarize,
 )
 from worker.models.client import ModelClient
-from worker.models.types import CallContext, CompletionResult, Message
-from worker.prompts import Budget, Prompt, prompt_for
+from worker.models.types import CallContext, CompletionResult
+from worker.prompts import Budget, Prompt, prompt_chars, prompt_for
 from worker.queries import q
 from worker.registry import JobConnection, JobKind
 from worker.textsafe import storable
@@ -313,10 +313,6 @@ async def write(conn: JobConnection, course_id: int, existing: str | None,
     await conn.execute(q("weakness_store"), {"course_id": course_id, "analysis": Jsonb(merged)})
     return {"stored": True, "analyzed_at": entry["analyzed_at"],
             "history_entries": len(merged["history"]), "superseded": superseded}
-
-
-def prompt_chars(messages: tuple[Message, ...]) -> int:
-    return sum(len(m.content) for m in messages)
 
 
 def kind(settings: Settings, client: ModelClient) -> JobKind:
