@@ -450,6 +450,34 @@ def test_the_mlx_backend_is_chosen_by_settings_and_explains_a_missing_extra() ->
         asyncio.run(main())
 
 
+def test_a_compressed_reply_is_bounded_by_its_decoded_size(fake: fo.FakeOpenAI) -> None:
+    """A gzip bomb: 50 MB of reply in about 50 KB on the wire. The limit counts the bytes
+    decoded, so the call ends as a server fault before the reply is inflated in memory."""
+    bomb = fo.chat("x" * 50_000_000)
+    bomb.headers["content-encoding"] = "gzip"
+    small = fo.chat(json.dumps({"answer_choice": 2, "explanation_md": "ok",
+                                "confidence": "high"}))
+    small.headers["content-encoding"] = "gzip"
+    fake.script(bomb, small)
+
+    async def main() -> None:
+        client = ModelClient(
+            chat=OpenAIChat(make_client(fake.base_url, SecretStr(KEY), max_reply_bytes=65_536),
+                            "fake-model", "json_schema"),
+            chat_gate=Gate("fake-chat", 1), timeout_for=lambda kind: 10.0)
+        try:
+            with pytest.raises(ModelRetryable) as caught:
+                await client.complete(REQUEST, CTX)
+            assert caught.value.code == "server_error"
+            assert "65536 bytes" in caught.value.message
+            result = await client.complete(REQUEST, CTX)  # a compressed reply under it is read
+            assert result.value.answer_choice == 2
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_reply_over_the_size_limit_is_cut_off_as_a_server_fault(fake: fo.FakeOpenAI) -> None:
     """A 100 MB reply took the worker from 69 to 358 MB: the reply is read only up to the
     limit, and the call ends as a retryable server fault naming it."""

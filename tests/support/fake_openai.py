@@ -6,6 +6,7 @@ its body and the times its handling started and ended, for ordering and overlap 
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import select
@@ -324,6 +325,8 @@ class FakeOpenAI:
                         self.close_connection = True
                         return
                     payload = json.dumps(reply.body).encode()
+                    if reply.headers.get("content-encoding") == "gzip":
+                        payload = gzip.compress(payload)
                     # recorded before the reply leaves, so a request the client sends after
                     # reading this reply always starts after this one ended
                     rec.status = reply.status

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -88,13 +89,23 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
 
     async def _send_bounded(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         """send() as the SDK asks for it, reading the reply through a byte limit: a server
-        that sends more ends the call (ReplyTooLarge) before the reply fills the memory."""
+        that sends more ends the call (ReplyTooLarge) before the reply fills the memory. The
+        limit counts the bytes decoded, so a compressed reply cannot inflate past it."""
         if kwargs.get("stream"):
             return await super().send(request, **kwargs)
+        request.headers["accept-encoding"] = ", ".join(_INFLATE)
         response = await super().send(request, **{**kwargs, "stream": True})
         assert isinstance(response.stream, httpx2.AsyncByteStream)  # an async client's
-        response.stream = _Bounded(response.stream, self.max_reply_bytes)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
         try:
+            if encoding != "identity":
+                if encoding not in _INFLATE:
+                    raise ReplyTooLarge(f"the server's reply is {encoding}-encoded, which the "
+                                        f"worker does not read (it asks for "
+                                        f"{', '.join(_INFLATE)})")
+                # inflated here, within the limit; httpx must not inflate it again
+                del response.headers["content-encoding"]
+            response.stream = _Bounded(response.stream, self.max_reply_bytes, encoding)
             await response.aread()
         except BaseException:
             await response.aclose()
@@ -103,21 +114,55 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
 
 
 class ReplyTooLarge(Exception):
-    """The model server's reply passed the byte limit; nothing more of it was read."""
+    """The model server's reply passed the byte limit (or came in an encoding the worker
+    does not read); nothing more of it was read."""
+
+
+# the encodings a reply may come in, with the zlib window bits that read each
+_INFLATE = {"gzip": 16 + 15, "deflate": 15}
 
 
 class _Bounded(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream, limit: int) -> None:
+    """The reply's body, decoded, ending in ReplyTooLarge past `limit` bytes. A compressed
+    chunk is inflated in steps that never produce more than the limit allows."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, limit: int, encoding: str) -> None:
         self._stream, self._limit = stream, limit
+        self._inflate = (zlib.decompressobj(_INFLATE[encoding]) if encoding in _INFLATE
+                         else None)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
         async for chunk in self._stream:
-            seen += len(chunk)
-            if seen > self._limit:
+            for part in self._decoded(chunk, self._limit - seen):
+                seen += len(part)
+                if seen > self._limit:
+                    raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
+                                        "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+                yield part
+        if self._inflate is not None and (rest := self._inflate.flush()):
+            if seen + len(rest) > self._limit:
                 raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
                                     "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+            yield rest
+
+    def _decoded(self, chunk: bytes, room: int) -> Iterator[bytes]:
+        if self._inflate is None:
             yield chunk
+            return
+        pending = chunk
+        while pending:
+            try:
+                # at most one byte past the room: enough to know the limit was passed
+                part = self._inflate.decompress(pending, max(room, 0) + 1)
+            except zlib.error as exc:
+                raise ReplyTooLarge(
+                    f"the server's compressed reply cannot be read: {exc}") from None
+            room -= len(part)
+            yield part
+            pending = self._inflate.unconsumed_tail
+            if room < 0:
+                return
 
     async def aclose(self) -> None:
         await self._stream.aclose()
