@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support.inproc import until
 from worker.pgsession import Session
 
 NAME = "test-session"
@@ -34,7 +35,11 @@ def test_a_lost_connection_is_replaced_once(
             assert second != first
         finally:
             await session.aclose()
-        assert _backends(conn) == []
+
+        async def closed() -> bool:
+            # a backend leaves pg_stat_activity a moment after its client hangs up
+            return _backends(conn) == []
+        await until(closed, message="the session's backend to exit")
 
     asyncio.run(main())
 
