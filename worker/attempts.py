@@ -6,14 +6,35 @@ committed here before the handler starts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from worker.job import Job
 from worker.pgsession import Session
 
 # Reruns for changed input (InputChanged: attempts ending `superseded`) that do not use up an
 # attempt; past them each one counts, so input that reads as changed on every run (a row an
-# application rewrites in a loop) cannot rerun forever.
+# application rewrites in a loop) cannot rerun forever. The count is queue.record_attempts'
+# (sql/migrations/0020_*.sql); this copy words the failure message.
 FREE_RERUNS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GivenBack:
+    """Attempts given back on a graceful shutdown, each with its claim's receipt."""
+
+    attempt_ids: list[int] = field(default_factory=list)
+    receipts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, jobs: Iterable[Job]) -> GivenBack:
+        started = [(job.attempt_id, job.receipt) for job in jobs if job.attempt_id is not None]
+        return cls([attempt_id for attempt_id, _ in started],
+                   [receipt for _, receipt in started])
+
+    def params(self) -> dict[str, Any]:
+        return {"attempt_ids": self.attempt_ids, "receipts": self.receipts}
 
 
 class Bookkeeper:
@@ -24,13 +45,13 @@ class Bookkeeper:
                                 setup="bookkeeping_setup")
 
     async def record(
-        self, job_ids: list[int], claim_xid: str, worker_id: str
+        self, job_ids: list[int], receipts: list[str], claim_xid: str, worker_id: str
     ) -> list[dict[str, Any]]:
         """One attempt row per job that has attempts left; rows for all jobs are returned."""
         return await self._session.run(
             "record_attempts",
-            {"job_ids": job_ids, "claim_xid": claim_xid, "worker_id": worker_id,
-             "free_reruns": FREE_RERUNS},
+            {"job_ids": job_ids, "receipts": receipts, "claim_xid": claim_xid,
+             "worker_id": worker_id},
         )
 
     async def register(self, worker_id: str, kinds: list[str]) -> None:
@@ -55,10 +76,10 @@ class Bookkeeper:
     async def deregister(self, worker_id: str) -> None:
         await self._session.run("worker_stopped", {"worker_id": worker_id})
 
-    async def release(self, attempt_ids: list[int]) -> None:
-        """Uncount attempts whose claim was rolled back on shutdown."""
-        if attempt_ids:
-            await self._session.run("release_attempts", {"attempt_ids": attempt_ids})
+    async def release(self, given_back: GivenBack) -> None:
+        """Uncount attempts whose claim is rolled back on shutdown."""
+        if given_back.attempt_ids:
+            await self._session.run("release_attempts", given_back.params())
 
     async def close(self) -> None:
         await self._session.aclose()

@@ -168,7 +168,8 @@ class Settings(BaseSettings):
     retry_cap: float = Field(default=300.0, ge=0)
 
     # a pending job of a kind that no live worker runs fails as `unknown_kind` after this
-    # many seconds (0 = never); workers announce their kinds in queue.workers
+    # many seconds (0 = never, else at least 60: queue.fail_unknown_kinds refuses less);
+    # workers announce their kinds in queue.workers
     unknown_kind_grace: float = Field(default=600.0, ge=0)
     heartbeat_interval: float = Field(default=30.0, gt=0)
 
@@ -235,6 +236,13 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL cannot be parsed: expected "
                              "postgresql://user:password@host:port/database (percent-escape "
                              "special characters) or key=value pairs") from None
+        return value
+
+    @field_validator("unknown_kind_grace")
+    @classmethod
+    def _grace_off_or_a_minute(cls, value: float) -> float:
+        if 0 < value < 60:
+            raise ValueError("0 (never) or at least 60 seconds")
         return value
 
     @field_validator("plugins", "kinds", mode="before")

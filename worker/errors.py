@@ -39,6 +39,11 @@ class RetryLater(JobError):
         self.delay = delay
 
 
+class Deferred(RetryLater):
+    """Held back by a budget the operator set, not failing: due again after `delay`
+    seconds, and it uses no attempt (its attempt is closed as `deferred`)."""
+
+
 class FinalFailure(JobError):
     """A failure that retrying cannot fix (a guard, missing evidence, a refused request)."""
 

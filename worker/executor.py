@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 
 from worker import dberrors, metrics
-from worker.attempts import FREE_RERUNS, Bookkeeper
+from worker.attempts import FREE_RERUNS, Bookkeeper, GivenBack
 from worker.errors import FinalFailure, JobError
 from worker.finish import Finished, abandon, finish
 from worker.job import Job, Outcome
@@ -106,6 +106,7 @@ def claimed_jobs(
             payload=payload, priority=row["priority"],
             max_attempts=row["max_attempts"], created_at=row["created_at"],
             attempt=rec["attempt"] or rec["prior"], attempt_id=rec["attempt_id"], args=args,
+            receipt=row["receipt"],
         )
         if job.attempt_id is None:
             claimed.spent.append((job, spent_outcome(job, rec["last_outcome"])))
@@ -127,10 +128,6 @@ def spent_outcome(job: Job, last_outcome: str | None) -> Outcome:
     return Outcome("failed", "failed", "worker_lost",
                    f"all {job.attempt} attempts ended with their worker lost "
                    "(killed or disconnected) before finishing")
-
-
-def _attempt_ids(jobs: Iterable[Job]) -> list[int]:
-    return [job.attempt_id for job in jobs if job.attempt_id is not None]
 
 
 class Executor:
@@ -201,7 +198,7 @@ class Executor:
             ran, released = await self._run(conn, kind, claimed.runnable)
         except asyncio.CancelledError:
             # a hard stop: nothing of this claim commits, and its attempts are given back
-            await abandon(conn, give_back=_attempt_ids(claimed.runnable),
+            await abandon(conn, give_back=GivenBack.of(claimed.runnable),
                           bookkeeper=self._bookkeeper)
             raise
         except BaseException:
@@ -219,7 +216,8 @@ class Executor:
     async def _record_attempts(self, kind: JobKind, rows: list[dict[str, Any]]) -> Claimed:
         """Count an attempt for every claimed job, committed before any handler runs."""
         job_ids = [row["id"] for row in rows]
-        recorded = await self._bookkeeper.record(job_ids, rows[0]["claim_xid"], self._worker_id)
+        recorded = await self._bookkeeper.record(
+            job_ids, [row["receipt"] for row in rows], rows[0]["claim_xid"], self._worker_id)
         self._emit("recorded", job_ids)
         return claimed_jobs(kind, rows, recorded)
 
@@ -235,28 +233,28 @@ class Executor:
 
     async def _run(
         self, conn: Conn, kind: JobKind, jobs: list[Job]
-    ) -> tuple[list[Finished], list[int]]:
+    ) -> tuple[list[Finished], GivenBack]:
         """Run the handlers: what finished, and the attempts given back because the worker
         is stopping (those jobs stay pending)."""
         if not jobs:
-            return [], []
+            return [], GivenBack()
         savepoint = JobSavepoint(conn)
         if kind.batch_handler is None:
             return await self._run_each(conn, kind, jobs, savepoint)
         if self._stopping.is_set():
-            return [], _attempt_ids(jobs)
+            return [], GivenBack.of(jobs)
         outcomes = await self._run_batch(conn, kind, jobs, savepoint)
-        return [Finished.of(job, o) for job, o in zip(jobs, outcomes, strict=True)], []
+        return [Finished.of(job, o) for job, o in zip(jobs, outcomes, strict=True)], GivenBack()
 
     async def _run_each(
         self, conn: Conn, kind: JobKind, jobs: list[Job], savepoint: JobSavepoint
-    ) -> tuple[list[Finished], list[int]]:
+    ) -> tuple[list[Finished], GivenBack]:
         finished: list[Finished] = []
         for i, job in enumerate(jobs):
             if self._stopping.is_set():
-                return finished, _attempt_ids(jobs[i:])  # not started: they stay pending
+                return finished, GivenBack.of(jobs[i:])  # not started: they stay pending
             finished.append(Finished.of(job, await self._run_job(conn, kind, job, savepoint)))
-        return finished, []
+        return finished, GivenBack()
 
     async def _run_job(
         self, conn: Conn, kind: JobKind, job: Job, savepoint: JobSavepoint

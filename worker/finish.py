@@ -14,7 +14,7 @@ import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 
-from worker.attempts import Bookkeeper
+from worker.attempts import Bookkeeper, GivenBack
 from worker.errors import OwnershipLost
 from worker.job import Job, Outcome
 from worker.queries import q
@@ -31,16 +31,18 @@ class Finished:
     attempt_id: int | None
     attempts: int
     outcome: Outcome
+    receipt: str
 
     @classmethod
     def of(cls, job: Job, outcome: Outcome) -> Finished:
-        return cls(job.id, job.attempt_id, job.attempt, outcome)
+        return cls(job.id, job.attempt_id, job.attempt, outcome, job.receipt)
 
 
 def _params(finished: list[Finished], worker_id: str) -> dict[str, Any]:
     outcomes = [f.outcome for f in finished]
     return {
         "job_ids": [f.job_id for f in finished],
+        "receipts": [f.receipt for f in finished],
         "attempt_ids": [f.attempt_id for f in finished],
         "attempts": [f.attempts for f in finished],
         "statuses": [o.status for o in outcomes],
@@ -49,7 +51,6 @@ def _params(finished: list[Finished], worker_id: str) -> dict[str, Any]:
         "error_messages": [o.error_message for o in outcomes],
         "retry_in": [o.retry_in for o in outcomes],
         "results": [None if o.result is None else Jsonb(o.result) for o in outcomes],
-        "expected_attempts": sum(1 for f in finished if f.attempt_id is not None),
         "worker_id": worker_id,
     }
 
@@ -57,7 +58,7 @@ def _params(finished: list[Finished], worker_id: str) -> dict[str, Any]:
 async def finish(
     conn: psycopg.AsyncConnection[Any],
     finished: list[Finished],
-    released: list[int],
+    released: GivenBack,
     worker_id: str,
 ) -> None:
     """Write the outcomes and commit; OwnershipLost (everything rolled back) when
@@ -67,8 +68,8 @@ async def finish(
         async with conn.pipeline():
             await conn.execute(q("finish_jobs"), params)
             await conn.execute(q("apply_reruns"), {"job_ids": params["job_ids"]})
-            if released:
-                await conn.execute(q("release_attempts"), {"attempt_ids": released})
+            if released.attempt_ids:
+                await conn.execute(q("release_attempts"), released.params())
             await conn.commit()
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise
@@ -81,7 +82,7 @@ async def finish(
 
 
 async def abandon(
-    conn: psycopg.AsyncConnection[Any], *, give_back: list[int] | None = None,
+    conn: psycopg.AsyncConnection[Any], *, give_back: GivenBack | None = None,
     bookkeeper: Bookkeeper | None = None,
 ) -> None:
     """Roll the claim back. Its attempts count, as if the worker had died, unless they are

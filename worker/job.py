@@ -24,6 +24,9 @@ class Job:
     attempt_id: int | None
     # the payload validated against the kind's payload_model (None for a kind without one)
     args: Any = None
+    # the claim's receipt for this job: what recording, finishing and giving back its
+    # attempt require (queue.claim)
+    receipt: str = field(default="", repr=False)
 
     @property
     def last_attempt(self) -> bool:
@@ -36,7 +39,8 @@ class Outcome:
     after `retry_in` seconds) and the outcome recorded on its attempt row."""
 
     status: Status
-    # queue.attempts.outcome: completed, retry, failed, skipped, superseded, worker_lost
+    # queue.attempts.outcome: completed, retry, failed, skipped, superseded, deferred (a
+    # budget held the job back; not counted), released, worker_lost
     attempt_outcome: str
     error_code: str | None = None
     error_message: str | None = None

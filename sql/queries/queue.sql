@@ -2,20 +2,11 @@
 -- %(param)s placeholders; worker/queries.py loads them once.
 
 -- name: claim_jobs
--- Lock due pending jobs of one kind for the claiming transaction. The transaction stays
--- open while the handlers run, and its xid identifies the owner in queue.attempts. The
--- payload comes as text: the executor decodes each job's alone (executor.decode_payload).
--- Due means run_at <= %(now)s; NULL means the server's now() (a test passes a later time
--- instead of waiting).
-SELECT j.id, j.kind, j.subject, j.payload::text AS payload, j.priority, j.max_attempts,
-       j.created_at, pg_current_xact_id()::text AS claim_xid
-FROM queue.jobs j
-WHERE j.kind = %(kind)s
-  AND j.status = 'pending'
-  AND j.run_at <= coalesce(%(now)s::timestamptz, now())
-ORDER BY j.priority DESC, j.run_at, j.id
-LIMIT %(limit)s
-FOR NO KEY UPDATE OF j SKIP LOCKED;
+-- Lock due pending jobs of one kind for the claiming transaction, which stays open while the
+-- handlers run; each row carries the claim's xid and the job's receipt, which recording,
+-- finishing and giving back its attempt require (sql/migrations/0020_*.sql). NULL %(now)s
+-- means the server's now() (a test passes a later time instead of waiting).
+SELECT * FROM queue.claim(%(kind)s, %(limit)s, %(now)s::timestamptz);
 
 -- name: next_due
 -- After a claim found nothing due: seconds until the kind's next scheduled job (a future
@@ -29,105 +20,20 @@ WHERE j.kind = %(kind)s AND j.status = 'pending'
 
 -- name: record_attempts
 -- Runs on the bookkeeping connection (its own transaction, committed before any handler
--- starts). Counts earlier attempts, except those released on a graceful shutdown and the
--- first %(free_reruns)s superseded because the job's input changed; a job that already used
--- all of them gets no new attempt and is failed by the caller.
--- Idempotent per claim: if a first try committed but its reply was lost, the retry finds
--- the rows it made instead of counting the attempts twice.
-WITH j AS (
-    SELECT x.id, x.max_attempts,
-           (SELECT count(*) FILTER (WHERE a.outcome IS DISTINCT FROM 'superseded')
-                   + greatest(count(*) FILTER (WHERE a.outcome = 'superseded')
-                              - %(free_reruns)s, 0)
-            FROM queue.attempts a
-            WHERE a.job_id = x.id
-              AND a.claim_xid <> %(claim_xid)s::xid8
-              AND a.outcome IS DISTINCT FROM 'released')::int AS prior
-    FROM queue.jobs x
-    WHERE x.id = ANY(%(job_ids)s::bigint[])
-), ins AS (
-    INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid)
-    SELECT j.id, j.prior + 1, %(worker_id)s, %(claim_xid)s::xid8
-    FROM j
-    WHERE j.prior < j.max_attempts
-    ON CONFLICT (job_id, claim_xid) DO NOTHING
-    RETURNING id, job_id, attempt
-), earlier AS (
-    SELECT a.id, a.job_id, a.attempt FROM queue.attempts a
-    WHERE a.claim_xid = %(claim_xid)s::xid8 AND a.job_id = ANY(%(job_ids)s::bigint[])
-)
-SELECT j.id AS job_id, j.prior,
-       coalesce(ins.id, earlier.id) AS attempt_id,
-       coalesce(ins.attempt, earlier.attempt) AS attempt,
-       -- for a job with no attempt left: how its last one ended (why it is spent)
-       CASE WHEN ins.id IS NULL AND earlier.id IS NULL THEN
-           (SELECT a.outcome FROM queue.attempts a
-            WHERE a.job_id = j.id AND a.claim_xid <> %(claim_xid)s::xid8
-            ORDER BY a.id DESC LIMIT 1)
-       END AS last_outcome
-FROM j
-LEFT JOIN ins ON ins.job_id = j.id
-LEFT JOIN earlier ON earlier.job_id = j.id;
+-- starts): one attempt row per job that has attempts left, for the claim whose receipts
+-- these are; idempotent per claim (queue.record_attempts).
+SELECT * FROM queue.record_attempts(%(job_ids)s::bigint[], %(receipts)s::text[],
+                                    %(claim_xid)s::xid8, %(worker_id)s);
 
 -- name: finish_jobs
--- Write every claimed job's outcome in the claiming transaction, right before COMMIT.
--- Ownership fence: a job row is changed only while still pending, an attempt row only when
--- this very transaction claimed it; if either count falls short the statement raises
--- (queue.claim_lost, SQLSTATE LW001), so the COMMIT sent behind it in the same round trip
--- rolls everything back.
--- Attempts of these jobs left open by workers that died are closed as worker_lost.
-WITH o AS (
-    SELECT *
-    FROM unnest(%(job_ids)s::bigint[], %(attempt_ids)s::bigint[], %(attempts)s::int[],
-                %(statuses)s::text[], %(outcomes)s::text[], %(error_codes)s::text[],
-                %(error_messages)s::text[], %(retry_in)s::float8[], %(results)s::jsonb[])
-         AS o(job_id, attempt_id, attempts, status, outcome, error_code, error_message,
-              retry_in, result)
-), done AS (
-    UPDATE queue.jobs j
-    SET status        = o.status,
-        attempts      = o.attempts,
-        error_code    = o.error_code,
-        error_message = o.error_message,
-        result        = coalesce(o.result, j.result),
-        run_at        = CASE WHEN o.status = 'pending'
-                             THEN clock_timestamp() + make_interval(secs => o.retry_in)
-                             ELSE j.run_at END,
-        started_at    = now(),
-        completed_at  = CASE WHEN o.status = 'pending' THEN NULL ELSE clock_timestamp() END,
-        worker_id     = %(worker_id)s,
-        updated_at    = clock_timestamp()
-    FROM o
-    WHERE j.id = o.job_id AND j.status = 'pending'
-    RETURNING j.id
-), att AS (
-    UPDATE queue.attempts a
-    SET finished_at   = clock_timestamp(),
-        outcome       = o.outcome,
-        error_code    = o.error_code,
-        error_message = o.error_message
-    FROM o
-    WHERE a.id = o.attempt_id AND a.claim_xid = pg_current_xact_id() AND a.finished_at IS NULL
-    RETURNING a.id
-), lost AS (
-    UPDATE queue.attempts a
-    SET finished_at = clock_timestamp(), outcome = 'worker_lost', error_code = 'worker_lost'
-    FROM o
-    WHERE a.job_id = o.job_id AND a.finished_at IS NULL
-      AND a.claim_xid <> pg_current_xact_id()
-    RETURNING a.id
-), counts AS (
-    SELECT (SELECT count(*) FROM done)::int AS jobs,
-           cardinality(%(job_ids)s::bigint[]) AS expected_jobs,
-           (SELECT count(*) FROM att)::int AS attempts,
-           %(expected_attempts)s::int AS expected_attempts,
-           (SELECT count(*) FROM lost)::int AS lost
-)
-SELECT c.jobs, c.attempts, c.lost,
-       CASE WHEN c.jobs = c.expected_jobs AND c.attempts = c.expected_attempts THEN 0
-            ELSE queue.claim_lost(c.jobs, c.expected_jobs, c.attempts, c.expected_attempts)
-       END AS fence
-FROM counts c;
+-- Write every claimed job's outcome in the claiming transaction, right before COMMIT. The
+-- function checks the receipts against this transaction, then fences on ownership: if the
+-- claim lost a job or an attempt meanwhile it raises (queue.claim_lost, SQLSTATE LW001), so
+-- the COMMIT sent behind it in the same round trip rolls everything back.
+SELECT * FROM queue.finish_jobs(
+    %(worker_id)s, %(job_ids)s::bigint[], %(receipts)s::text[], %(attempt_ids)s::bigint[],
+    %(attempts)s::int[], %(statuses)s::text[], %(outcomes)s::text[], %(error_codes)s::text[],
+    %(error_messages)s::text[], %(retry_in)s::float8[], %(results)s::jsonb[]);
 
 -- name: apply_reruns
 -- Sent right after finish_jobs, in the same round trip: rerun requests an enqueue left while
@@ -139,11 +45,9 @@ SELECT queue.apply_reruns(%(job_ids)s::bigint[]) AS enqueued;
 SELECT queue.apply_reruns() AS enqueued;
 
 -- name: release_attempts
--- Graceful shutdown: the claiming transaction was rolled back before its handlers finished,
--- so these attempts do not count against the jobs.
-UPDATE queue.attempts
-SET finished_at = clock_timestamp(), outcome = 'released'
-WHERE id = ANY(%(attempt_ids)s::bigint[]) AND finished_at IS NULL;
+-- Graceful shutdown: attempts of a claim that is rolled back before its handlers finished
+-- (or of jobs it never started) do not count against the jobs; each with its receipt.
+SELECT queue.release_attempts(%(attempt_ids)s::bigint[], %(receipts)s::text[]) AS released;
 
 -- name: job_savepoint
 -- A job's savepoint in the claiming transaction, opened before its handler runs

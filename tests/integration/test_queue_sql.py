@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from worker.attempts import FREE_RERUNS
 from worker.queries import q
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -41,9 +40,10 @@ class Claim:
                                  {"kind": kind, "limit": 10, "now": None}).fetchall()
         self.ids = [r["id"] for r in rows]
         if rows:
+            self.receipts = [r["receipt"] for r in rows]
             self.attempts = self.side.execute(q("record_attempts"), {
-                "job_ids": self.ids, "claim_xid": rows[0]["claim_xid"], "worker_id": "test",
-                "free_reruns": FREE_RERUNS}).fetchall()
+                "job_ids": self.ids, "receipts": self.receipts,
+                "claim_xid": rows[0]["claim_xid"], "worker_id": "test"}).fetchall()
 
     def close(self) -> None:
         self.conn.rollback()
@@ -264,8 +264,8 @@ def test_recording_a_claims_attempts_twice_counts_them_once(dsn: str) -> None:
     try:
         xid = claim.conn.execute("SELECT pg_current_xact_id()::text AS x").fetchone()["x"]
         again = claim.side.execute(q("record_attempts"), {
-            "job_ids": [job], "claim_xid": xid, "worker_id": "test",
-            "free_reruns": FREE_RERUNS}).fetchall()
+            "job_ids": [job], "receipts": claim.receipts, "claim_xid": xid,
+            "worker_id": "test"}).fetchall()
         assert again == claim.attempts
         assert again[0]["attempt"] == 1 and again[0]["prior"] == 0
         with _connect(dsn) as conn:
@@ -305,3 +305,21 @@ def test_a_payload_too_deep_or_too_large_is_refused_at_the_door(conn: Any, paylo
     # the bound leaves ordinary payloads alone
     conn.execute("SELECT queue.enqueue('k', 's', %s::jsonb)",
                  ('{"a": ' + "[" * 30 + "]" * 30 + ', "t": "' + "x" * 60_000 + '"}',))
+
+
+def test_a_deferred_attempt_is_not_counted(dsn: str) -> None:
+    """An attempt closed as `deferred` (a budget held the job back) leaves the job's attempts
+    untouched: a job allowed one attempt still gets it."""
+    with _connect(dsn) as conn:
+        job = conn.execute("SELECT queue.enqueue('k', 's', '{}'::jsonb, p_max_attempts => 1) "
+                           "AS id").fetchone()["id"]
+    first = Claim(dsn, "k")
+    with _connect(dsn) as conn:
+        conn.execute("UPDATE queue.attempts SET finished_at = now(), outcome = 'deferred' "
+                     "WHERE job_id = %s", (job,))
+    first.close()
+    again = Claim(dsn, "k")
+    try:
+        assert [(a["prior"], a["attempt"]) for a in again.attempts] == [(0, 1)]
+    finally:
+        again.close()

@@ -56,6 +56,30 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("llm_worker", "insert a question",
      "INSERT INTO app.questions (course_id, question_text) SELECT course_id, 'q' "
      "FROM app.questions WHERE id = {question}", False),
+    ("llm_worker", "claim due jobs", "SELECT * FROM queue.claim('explanation', 1, NULL)", True),
+    ("llm_worker", "complete a job it never claimed",
+     "UPDATE queue.jobs SET status = 'completed' WHERE id = {job}", False),
+    ("llm_worker", "park a job for ever",
+     "UPDATE queue.jobs SET run_at = 'infinity' WHERE id = {job}", False),
+    ("llm_worker", "close an attempt as released",
+     "UPDATE queue.attempts SET outcome = 'released' WHERE job_id = {job}", False),
+    ("llm_worker", "insert an attempt row",
+     "INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid) "
+     "VALUES ({job}, 1, 'w', pg_current_xact_id())", False),
+    ("llm_worker", "register a ghost worker that beats for ever",
+     "INSERT INTO queue.workers (worker_id, kinds, heartbeat_at) "
+     "VALUES ('ghost', '{{explanation}}', 'infinity')", False),
+    ("llm_worker", "mark a kind as served",
+     "INSERT INTO queue.kinds_seen (kind, last_seen_at) VALUES ('x', 'infinity')", False),
+    ("llm_worker", "record an attempt for a job without its claim's receipt",
+     "SELECT * FROM queue.record_attempts(ARRAY[{job}]::bigint[], ARRAY['forged'], "
+     "pg_current_xact_id(), 'w')", False),
+    ("llm_worker", "finish a job without its claim's receipt",
+     "SELECT * FROM queue.finish_jobs('w', ARRAY[{job}]::bigint[], ARRAY['forged'], "
+     "ARRAY[NULL]::bigint[], ARRAY[1], ARRAY['completed'], ARRAY['completed'], "
+     "ARRAY[NULL], ARRAY[NULL], ARRAY[0]::float8[], ARRAY[NULL]::jsonb[])", False),
+    ("llm_worker", "release an attempt without its claim's receipt",
+     "SELECT queue.release_attempts(ARRAY[1]::bigint[], ARRAY['forged'])", False),
     ("llm_operator", "read the queue's statistics", "SELECT * FROM queue.stats", True),
     ("llm_operator", "requeue a job", "SELECT queue.requeue({job})", True),
     ("llm_operator", "cancel a job", "SELECT queue.cancel({job})", True),

@@ -635,6 +635,54 @@ $$;
 
 
 --
+-- Name: check_receipts(xid8, bigint[], text[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.check_receipts(p_xid xid8, p_job_ids bigint[], p_receipts text[]) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_bad bigint[];
+BEGIN
+    IF cardinality(p_job_ids) IS DISTINCT FROM cardinality(p_receipts) THEN
+        RAISE EXCEPTION '% jobs but % receipts', cardinality(p_job_ids),
+            cardinality(p_receipts) USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT array_agg(r.id ORDER BY r.id) INTO v_bad
+    FROM unnest(p_job_ids, p_receipts) AS r(id, receipt)
+    WHERE r.receipt IS DISTINCT FROM queue.claim_receipt(p_xid, r.id);
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'jobs % were not claimed by transaction %', v_bad, p_xid
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only queue.claim issues receipts, for the transaction that calls it';
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: claim(text, integer, timestamp with time zone); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.claim(p_kind text, p_limit integer, p_now timestamp with time zone) RETURNS TABLE(id bigint, kind text, subject text, payload text, priority smallint, max_attempts integer, created_at timestamp with time zone, claim_xid text, receipt text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT j.id, j.kind, j.subject, j.payload::text, j.priority, j.max_attempts,
+           j.created_at, pg_current_xact_id()::text,
+           queue.claim_receipt(pg_current_xact_id(), j.id)
+    FROM queue.jobs j
+    WHERE j.kind = p_kind
+      AND j.status = 'pending'
+      AND j.run_at <= coalesce(p_now, now())
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT least(greatest(p_limit, 0), 1000)
+    FOR NO KEY UPDATE OF j SKIP LOCKED;
+$$;
+
+
+--
 -- Name: claim_lost(integer, integer, integer, integer); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -646,6 +694,20 @@ BEGIN
         jobs, expected_jobs, attempts, expected_attempts
         USING ERRCODE = 'LW001', HINT = 'nothing of this claim was written';
 END;
+$$;
+
+
+--
+-- Name: claim_receipt(xid8, bigint); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.claim_receipt(p_xid xid8, p_job_id bigint) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT encode(sha256(convert_to(s.secret, 'UTF8') || sha256(convert_to(
+               s.secret || '/' || p_xid::text || '/' || p_job_id::text, 'UTF8'))), 'hex')
+    FROM queue.claim_secret s;
 $$;
 
 
@@ -706,19 +768,25 @@ $$;
 
 
 --
--- Name: fail_unknown_kinds(interval, interval); Type: FUNCTION; Schema: queue; Owner: -
+-- Name: fail_unknown_kinds(interval); Type: FUNCTION; Schema: queue; Owner: -
 --
 
-CREATE FUNCTION queue.fail_unknown_kinds(p_grace interval DEFAULT '00:10:00'::interval, p_live interval DEFAULT '00:02:00'::interval) RETURNS integer
-    LANGUAGE plpgsql
+CREATE FUNCTION queue.fail_unknown_kinds(p_grace interval DEFAULT '00:10:00'::interval) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
 DECLARE
+    c_live  CONSTANT interval := interval '2 minutes';
     v_ids   bigint[];
     v_kinds text[];
     v_hook  record;
 BEGIN
+    IF p_grace IS NULL OR p_grace < interval '1 minute' THEN
+        RAISE EXCEPTION 'the unknown-kind grace must be at least a minute, not %', p_grace
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM queue.workers
-                   WHERE heartbeat_at > now() - p_live AND started_at <= now() - p_grace) THEN
+                   WHERE heartbeat_at > now() - c_live AND started_at <= now() - p_grace) THEN
         RETURN 0;  -- no worker alive, or the fleet is just back: every kind gets the grace
     END IF;
     WITH orphans AS (
@@ -728,7 +796,7 @@ BEGIN
           AND greatest(j.created_at, s.last_seen_at) < now() - p_grace
           AND NOT EXISTS (
               SELECT 1 FROM queue.workers w
-              WHERE w.heartbeat_at > now() - p_live AND j.kind = ANY (w.kinds))
+              WHERE w.heartbeat_at > now() - c_live AND j.kind = ANY (w.kinds))
         FOR NO KEY UPDATE OF j SKIP LOCKED
     ), failed AS (
         UPDATE queue.jobs j
@@ -754,6 +822,74 @@ BEGIN
     RETURN cardinality(v_ids);
 END;
 $_$;
+
+
+--
+-- Name: finish_jobs(text, bigint[], text[], bigint[], integer[], text[], text[], text[], text[], double precision[], jsonb[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.finish_jobs(p_worker_id text, p_job_ids bigint[], p_receipts text[], p_attempt_ids bigint[], p_attempts integer[], p_statuses text[], p_outcomes text[], p_error_codes text[], p_error_messages text[], p_retry_in double precision[], p_results jsonb[]) RETURNS TABLE(jobs integer, attempts integer, lost integer, fence integer)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT queue.check_receipts(pg_current_xact_id(), p_job_ids, p_receipts);
+    WITH o AS (
+        SELECT *
+        FROM unnest(p_job_ids, p_attempt_ids, p_attempts, p_statuses, p_outcomes,
+                    p_error_codes, p_error_messages, p_retry_in, p_results)
+             AS o(job_id, attempt_id, attempts, status, outcome, error_code, error_message,
+                  retry_in, result)
+    ), done AS (
+        UPDATE queue.jobs j
+        SET status        = o.status,
+            attempts      = o.attempts,
+            error_code    = o.error_code,
+            error_message = o.error_message,
+            result        = coalesce(o.result, j.result),
+            run_at        = CASE WHEN o.status = 'pending'
+                                 THEN clock_timestamp() + make_interval(secs => o.retry_in)
+                                 ELSE j.run_at END,
+            started_at    = now(),
+            completed_at  = CASE WHEN o.status = 'pending' THEN NULL
+                                 ELSE clock_timestamp() END,
+            worker_id     = left(p_worker_id, 200),
+            updated_at    = clock_timestamp()
+        FROM o
+        WHERE j.id = o.job_id AND j.status = 'pending'
+        RETURNING j.id
+    ), att AS (
+        UPDATE queue.attempts a
+        SET finished_at   = clock_timestamp(),
+            outcome       = o.outcome,
+            error_code    = o.error_code,
+            error_message = o.error_message
+        FROM o
+        WHERE a.id = o.attempt_id AND a.claim_xid = pg_current_xact_id()
+          AND a.finished_at IS NULL
+        RETURNING a.id
+    ), lost AS (
+        UPDATE queue.attempts a
+        SET finished_at = clock_timestamp(), outcome = 'worker_lost',
+            error_code = 'worker_lost'
+        FROM o
+        WHERE a.job_id = o.job_id AND a.finished_at IS NULL
+          AND a.claim_xid <> pg_current_xact_id()
+        RETURNING a.id
+    ), counts AS (
+        SELECT (SELECT count(*) FROM done)::int AS jobs,
+               cardinality(p_job_ids) AS expected_jobs,
+               (SELECT count(*) FROM att)::int AS attempts,
+               (SELECT count(*) FROM unnest(p_attempt_ids) AS i WHERE i IS NOT NULL)::int
+                   AS expected_attempts,
+               (SELECT count(*) FROM lost)::int AS lost
+    )
+    SELECT c.jobs, c.attempts, c.lost,
+           CASE WHEN c.jobs = c.expected_jobs AND c.attempts = c.expected_attempts THEN 0
+                ELSE queue.claim_lost(c.jobs, c.expected_jobs, c.attempts,
+                                      c.expected_attempts)
+           END
+    FROM counts c;
+$$;
 
 
 --
@@ -783,6 +919,80 @@ BEGIN
     PERFORM pg_notify('queue_jobs', k.kind)
     FROM (SELECT DISTINCT n.kind FROM new_jobs n WHERE n.status = 'pending') AS k;
     RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: record_attempts(bigint[], text[], xid8, text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.record_attempts(p_job_ids bigint[], p_receipts text[], p_claim_xid xid8, p_worker_id text) RETURNS TABLE(job_id bigint, prior integer, attempt_id bigint, attempt integer, last_outcome text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT queue.check_receipts(p_claim_xid, p_job_ids, p_receipts);
+    WITH j AS (
+        SELECT x.id, x.max_attempts,
+               (SELECT count(*) FILTER (WHERE a.outcome IS DISTINCT FROM 'superseded')
+                       + greatest(count(*) FILTER (WHERE a.outcome = 'superseded') - 3, 0)
+                FROM queue.attempts a
+                WHERE a.job_id = x.id
+                  AND a.claim_xid <> p_claim_xid
+                  AND a.outcome IS DISTINCT FROM 'released'
+                  AND a.outcome IS DISTINCT FROM 'deferred')::int AS prior
+        FROM queue.jobs x
+        WHERE x.id = ANY(p_job_ids)
+    ), ins AS (
+        INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid)
+        SELECT j.id, j.prior + 1, left(p_worker_id, 200), p_claim_xid
+        FROM j
+        WHERE j.prior < j.max_attempts
+        ON CONFLICT (job_id, claim_xid) DO NOTHING
+        RETURNING id, job_id, attempt
+    ), earlier AS (
+        SELECT a.id, a.job_id, a.attempt FROM queue.attempts a
+        WHERE a.claim_xid = p_claim_xid AND a.job_id = ANY(p_job_ids)
+    )
+    SELECT j.id, j.prior,
+           coalesce(ins.id, earlier.id),
+           coalesce(ins.attempt, earlier.attempt),
+           -- for a job with no attempt left: how its last one ended (why it is spent)
+           CASE WHEN ins.id IS NULL AND earlier.id IS NULL THEN
+               (SELECT a.outcome FROM queue.attempts a
+                WHERE a.job_id = j.id AND a.claim_xid <> p_claim_xid
+                ORDER BY a.id DESC LIMIT 1)
+           END
+    FROM j
+    LEFT JOIN ins ON ins.job_id = j.id
+    LEFT JOIN earlier ON earlier.job_id = j.id;
+$$;
+
+
+--
+-- Name: release_attempts(bigint[], text[]); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.release_attempts(p_attempt_ids bigint[], p_receipts text[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_released integer;
+BEGIN
+    IF cardinality(p_attempt_ids) IS DISTINCT FROM cardinality(p_receipts) OR EXISTS (
+        SELECT 1 FROM unnest(p_attempt_ids, p_receipts) AS r(id, receipt)
+        LEFT JOIN queue.attempts a ON a.id = r.id
+        WHERE a.id IS NULL
+           OR r.receipt IS DISTINCT FROM queue.claim_receipt(a.claim_xid, a.job_id)) THEN
+        RAISE EXCEPTION 'attempts without their claim''s receipt cannot be released'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE queue.attempts
+    SET finished_at = clock_timestamp(), outcome = 'released'
+    WHERE id = ANY(p_attempt_ids) AND finished_at IS NULL;
+    GET DIAGNOSTICS v_released = ROW_COUNT;
+    RETURN v_released;
 END;
 $$;
 
@@ -910,16 +1120,24 @@ $$;
 --
 
 CREATE FUNCTION queue.worker_alive(p_worker_id text, p_kinds text[], p_started boolean) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    INSERT INTO queue.workers AS w (worker_id, kinds)
-    VALUES (p_worker_id, p_kinds)
+BEGIN
+    INSERT INTO queue.workers AS w (worker_id, kinds, login)
+    VALUES (left(p_worker_id, 200), p_kinds[1:100], session_user)
     ON CONFLICT (worker_id) DO UPDATE
     SET kinds = EXCLUDED.kinds, heartbeat_at = now(),
-        started_at = CASE WHEN p_started THEN now() ELSE w.started_at END;
+        started_at = CASE WHEN p_started THEN now() ELSE w.started_at END
+    WHERE w.login = session_user;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker id % is registered by another login', p_worker_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO queue.kinds_seen (kind, last_seen_at)
-    SELECT DISTINCT k, now() FROM unnest(p_kinds) AS k
+    SELECT DISTINCT k, now() FROM unnest(p_kinds[1:100]) AS k
     ON CONFLICT (kind) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at;
+END;
 $$;
 
 
@@ -928,13 +1146,14 @@ $$;
 --
 
 CREATE FUNCTION queue.worker_stopped(p_worker_id text) RETURNS void
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     INSERT INTO queue.kinds_seen (kind, last_seen_at)
     SELECT DISTINCT k, now() FROM queue.workers w, unnest(w.kinds) AS k
-    WHERE w.worker_id = p_worker_id
+    WHERE w.worker_id = p_worker_id AND w.login = session_user
     ON CONFLICT (kind) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at;
-    DELETE FROM queue.workers WHERE worker_id = p_worker_id;
+    DELETE FROM queue.workers WHERE worker_id = p_worker_id AND login = session_user;
 $$;
 
 
@@ -1221,6 +1440,22 @@ ALTER TABLE queue.attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 
 --
+-- Name: claim_secret; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.claim_secret (
+    secret text NOT NULL
+);
+
+
+--
+-- Name: TABLE claim_secret; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.claim_secret IS 'The key of claim receipts; readable by the owner of the queue functions only.';
+
+
+--
 -- Name: failure_hooks; Type: TABLE; Schema: queue; Owner: -
 --
 
@@ -1495,7 +1730,8 @@ CREATE TABLE queue.workers (
     worker_id text NOT NULL,
     kinds text[] NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
-    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    login name DEFAULT SESSION_USER NOT NULL
 );
 
 
@@ -2021,7 +2257,6 @@ GRANT ALL ON FUNCTION app.duplicate_questions(p_question_id bigint, p_threshold 
 --
 
 REVOKE ALL ON FUNCTION app.embedding_jobs_failed(p_job_ids bigint[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION app.embedding_jobs_failed(p_job_ids bigint[]) TO llm_worker;
 
 
 --
@@ -2045,7 +2280,6 @@ REVOKE ALL ON FUNCTION app.explanation_gave_up(p_question_id bigint) FROM PUBLIC
 --
 
 REVOKE ALL ON FUNCTION app.explanation_jobs_failed(p_job_ids bigint[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION app.explanation_jobs_failed(p_job_ids bigint[]) TO llm_worker;
 
 
 --
@@ -2158,11 +2392,33 @@ GRANT ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) TO llm_operat
 
 
 --
+-- Name: FUNCTION check_receipts(p_xid xid8, p_job_ids bigint[], p_receipts text[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.check_receipts(p_xid xid8, p_job_ids bigint[], p_receipts text[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION claim(p_kind text, p_limit integer, p_now timestamp with time zone); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.claim(p_kind text, p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.claim(p_kind text, p_limit integer, p_now timestamp with time zone) TO llm_worker;
+
+
+--
 -- Name: FUNCTION claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer); Type: ACL; Schema: queue; Owner: -
 --
 
 REVOKE ALL ON FUNCTION queue.claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.claim_lost(jobs integer, expected_jobs integer, attempts integer, expected_attempts integer) TO llm_worker;
+
+
+--
+-- Name: FUNCTION claim_receipt(p_xid xid8, p_job_id bigint); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.claim_receipt(p_xid xid8, p_job_id bigint) FROM PUBLIC;
 
 
 --
@@ -2180,11 +2436,19 @@ REVOKE ALL ON FUNCTION queue.enqueue(p_kind text, p_subject text, p_payload json
 
 
 --
--- Name: FUNCTION fail_unknown_kinds(p_grace interval, p_live interval); Type: ACL; Schema: queue; Owner: -
+-- Name: FUNCTION fail_unknown_kinds(p_grace interval); Type: ACL; Schema: queue; Owner: -
 --
 
-REVOKE ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval, p_live interval) FROM PUBLIC;
-GRANT ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval, p_live interval) TO llm_worker;
+REVOKE ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.fail_unknown_kinds(p_grace interval) TO llm_worker;
+
+
+--
+-- Name: FUNCTION finish_jobs(p_worker_id text, p_job_ids bigint[], p_receipts text[], p_attempt_ids bigint[], p_attempts integer[], p_statuses text[], p_outcomes text[], p_error_codes text[], p_error_messages text[], p_retry_in double precision[], p_results jsonb[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.finish_jobs(p_worker_id text, p_job_ids bigint[], p_receipts text[], p_attempt_ids bigint[], p_attempts integer[], p_statuses text[], p_outcomes text[], p_error_codes text[], p_error_messages text[], p_retry_in double precision[], p_results jsonb[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.finish_jobs(p_worker_id text, p_job_ids bigint[], p_receipts text[], p_attempt_ids bigint[], p_attempts integer[], p_statuses text[], p_outcomes text[], p_error_codes text[], p_error_messages text[], p_retry_in double precision[], p_results jsonb[]) TO llm_worker;
 
 
 --
@@ -2200,6 +2464,22 @@ GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_operator;
 --
 
 REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION record_attempts(p_job_ids bigint[], p_receipts text[], p_claim_xid xid8, p_worker_id text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.record_attempts(p_job_ids bigint[], p_receipts text[], p_claim_xid xid8, p_worker_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.record_attempts(p_job_ids bigint[], p_receipts text[], p_claim_xid xid8, p_worker_id text) TO llm_worker;
+
+
+--
+-- Name: FUNCTION release_attempts(p_attempt_ids bigint[], p_receipts text[]); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.release_attempts(p_attempt_ids bigint[], p_receipts text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.release_attempts(p_attempt_ids bigint[], p_receipts text[]) TO llm_worker;
 
 
 --
@@ -2736,36 +3016,8 @@ GRANT USAGE ON SEQUENCE app.users_id_seq TO llm_app;
 -- Name: TABLE attempts; Type: ACL; Schema: queue; Owner: -
 --
 
-GRANT SELECT,INSERT ON TABLE queue.attempts TO llm_worker;
+GRANT SELECT ON TABLE queue.attempts TO llm_worker;
 GRANT SELECT ON TABLE queue.attempts TO llm_operator;
-
-
---
--- Name: COLUMN attempts.finished_at; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(finished_at) ON TABLE queue.attempts TO llm_worker;
-
-
---
--- Name: COLUMN attempts.outcome; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(outcome) ON TABLE queue.attempts TO llm_worker;
-
-
---
--- Name: COLUMN attempts.error_code; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(error_code) ON TABLE queue.attempts TO llm_worker;
-
-
---
--- Name: COLUMN attempts.error_message; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(error_message) ON TABLE queue.attempts TO llm_worker;
 
 
 --
@@ -2792,76 +3044,6 @@ GRANT SELECT,INSERT,UPDATE ON TABLE queue.jobs TO llm_operator;
 
 
 --
--- Name: COLUMN jobs.status; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(status) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.attempts; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(attempts) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.run_at; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(run_at) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.error_code; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(error_code) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.error_message; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(error_message) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.result; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(result) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.worker_id; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(worker_id) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.started_at; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(started_at) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.completed_at; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(completed_at) ON TABLE queue.jobs TO llm_worker;
-
-
---
--- Name: COLUMN jobs.updated_at; Type: ACL; Schema: queue; Owner: -
---
-
-GRANT UPDATE(updated_at) ON TABLE queue.jobs TO llm_worker;
-
-
---
 -- Name: TABLE job_states; Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2880,7 +3062,7 @@ GRANT USAGE ON SEQUENCE queue.jobs_id_seq TO llm_operator;
 -- Name: TABLE kinds_seen; Type: ACL; Schema: queue; Owner: -
 --
 
-GRANT SELECT,INSERT,UPDATE ON TABLE queue.kinds_seen TO llm_worker;
+GRANT SELECT ON TABLE queue.kinds_seen TO llm_worker;
 GRANT SELECT ON TABLE queue.kinds_seen TO llm_operator;
 
 
@@ -2943,7 +3125,7 @@ GRANT SELECT ON TABLE queue.stats TO llm_operator;
 -- Name: TABLE workers; Type: ACL; Schema: queue; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE queue.workers TO llm_worker;
+GRANT SELECT ON TABLE queue.workers TO llm_worker;
 GRANT SELECT ON TABLE queue.workers TO llm_operator;
 
 

@@ -13,6 +13,7 @@ from worker import logs
 from worker.config import Settings
 from worker.errors import ConfigError, FinalFailure, GuardFailed, JobError, RetryLater, SkipJob
 from worker.job import Job
+from worker.models.errors import ModelDeferred
 from worker.queries import parse, q
 from worker.registry import JobKind, Registry
 from worker.retry import MAX_MESSAGE, backoff, classify
@@ -74,7 +75,7 @@ def test_named_queries_parse_and_reject_duplicates() -> None:
     assert parsed == {"a": b"SELECT 1;", "b": b"-- a comment\nSELECT %(x)s;"}
     with pytest.raises(ValueError, match="defined twice"):
         parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
-    assert b"SKIP LOCKED" in q("claim_jobs")
+    assert b"queue.claim(" in q("claim_jobs")
     with pytest.raises(KeyError, match="no query named"):
         q("nope")
 
@@ -224,3 +225,13 @@ def test_a_timed_wake_up_keeps_the_earliest_and_leaves_far_ones_to_the_poll() ->
         await asyncio.wait_for(second, 5)
 
     asyncio.run(main())
+
+
+def test_a_budget_deferral_uses_no_attempt_even_on_the_last_one() -> None:
+    """A kind over its operator-set budget is not failing: the job waits for the window and
+    keeps its attempts (the deferral is recorded as `deferred`, which no count includes)."""
+    exc = ModelDeferred("budget_exceeded", "over today's budget", 3600.0)
+    outcome = classify(exc, _job(3, 3), base=2, cap=60)
+    assert (outcome.status, outcome.attempt_outcome, outcome.error_code) == (
+        "pending", "deferred", "budget_exceeded")
+    assert outcome.retry_in == 3600.0

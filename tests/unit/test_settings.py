@@ -109,3 +109,15 @@ def test_with_a_remote_chat_model_only_the_embeddings_are_local() -> None:
     assert settings.models.openai_base_url is None
     assert settings.models.embed_base_url == "http://embed/v1"
     assert settings.evidence.material_top == 5
+
+
+@pytest.mark.parametrize("grace", ["0.5", "59"])
+def test_an_unknown_kind_grace_under_a_minute_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                         grace: str) -> None:
+    """The sweep refuses a grace under a minute (queue.fail_unknown_kinds); say so at start-up
+    rather than fail every heartbeat."""
+    monkeypatch.setenv("WORKER_UNKNOWN_KIND_GRACE", grace)
+    with pytest.raises(ValueError, match="unknown_kind_grace"):
+        load_settings()
+    monkeypatch.setenv("WORKER_UNKNOWN_KIND_GRACE", "0")
+    assert load_settings().unknown_kind_grace == 0

@@ -16,7 +16,7 @@ from worker import metrics
 from worker.errors import ConfigError
 from worker.models import structured
 from worker.models.accounting import Accountant, CallOutcome, CallRecord
-from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.errors import ModelDeferred, ModelFinal, ModelRetryable
 from worker.models.gate import Gate, RoundTrip
 from worker.models.types import (
     CallContext,
@@ -156,7 +156,7 @@ class ModelClient:
             return
         spent, resets_in = await self.accountant.spent_today(kind)
         if spent >= budget:
-            raise ModelRetryable(
+            raise ModelDeferred(
                 "budget_exceeded", f"{kind} has used {spent} of {budget} tokens today (UTC, "
                 "WORKER_DAILY_TOKEN_BUDGET); retried after the day ends", resets_in)
 

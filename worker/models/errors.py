@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from worker.errors import FinalFailure, RetryLater
+from worker.errors import Deferred, FinalFailure, RetryLater
 
 # How much of an unusable reply is kept for the operator to read.
 RAW_EXCERPT_CHARS: Final = 1000
@@ -53,6 +53,11 @@ class ModelRetryable(RetryLater):
         self.reason, self.raw_excerpt = reason, excerpt(raw)
         super().__init__(code, _message(reason, self.raw_excerpt), delay)
         self.details = _details(reason, self.raw_excerpt, backend, model)
+
+
+class ModelDeferred(ModelRetryable, Deferred):
+    """A call not made because its kind used today's token budget: due when the window
+    ends, without using an attempt."""
 
 
 class ModelFinal(FinalFailure):
