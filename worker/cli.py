@@ -1,4 +1,4 @@
-"""`python -m worker`: run, migrate, status, requeue, cancel and the embedded database.
+"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, the embedded db.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 3 configuration or schema problem,
 4 the operation was refused (e.g. the job is running).
@@ -90,6 +90,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     gate = model_settings.llm_gate_name or model_settings.chat_endpoint()
     with database_url(settings) as dsn, connect(dsn) as conn:
         stats = conn.execute(q("stats")).fetchall()
+        paused = conn.execute(q("paused_kinds")).fetchall()
         failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
         held = conn.execute(q("gate_slots_held"),
                             {"classid": lock_class(gate) & 0xFFFFFFFF}).fetchone()
@@ -97,6 +98,9 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print("no jobs")
     else:
         _print_table(stats, ["kind", "state", "jobs", "oldest_pending_age"])
+    if paused:
+        print("\npaused kinds (no worker claims them; `resume KIND` to go on):")
+        _print_table(paused, ["kind", "paused_at", "paused_by", "reason"])
     capacity = model_settings.llm_gate_capacity
     if model_settings.llm_gate_cross_process:
         print(f"\nmodel gate {gate}: {held['held'] if held else 0}/{capacity} slots in use "
@@ -131,6 +135,27 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
         print(f"job {args.job_id} cancelled")
         return EXIT_OK
     print(f"job {args.job_id} had already finished; nothing changed")
+    return EXIT_REFUSED
+
+
+def _cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        row = conn.execute(q("pause"), {"kind": args.kind, "reason": args.reason}).fetchone()
+    if row and row["paused"]:
+        print(f"{args.kind} paused: workers claim none of its jobs until `resume {args.kind}`; "
+              "running jobs finish")
+    else:
+        print(f"{args.kind} was already paused; nothing changed")
+    return EXIT_OK
+
+
+def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        row = conn.execute(q("resume"), {"kind": args.kind}).fetchone()
+    if row and row["resumed"]:
+        print(f"{args.kind} resumed: its workers were notified")
+        return EXIT_OK
+    print(f"{args.kind} was not paused; nothing changed")
     return EXIT_REFUSED
 
 
@@ -210,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a job that has not started")
     p.add_argument("job_id", type=int)
     p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("pause", help="stop every worker claiming a kind (persisted)")
+    p.add_argument("kind")
+    p.add_argument("--reason", help="shown by status")
+    p.set_defaults(func=_cmd_pause)
+
+    p = sub.add_parser("resume", help="let workers claim a paused kind again")
+    p.add_argument("kind")
+    p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("backfill", help="enqueue every row that needs work, show progress")
     p.add_argument("target", choices=["embeddings"])

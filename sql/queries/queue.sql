@@ -102,6 +102,17 @@ SELECT queue.requeue_failed(%(kind)s, %(error_code)s, %(older_than)s::interval,
 -- name: cancel
 SELECT queue.cancel(%(job_id)s) AS cancelled;
 
+-- name: pause
+SELECT queue.pause(%(kind)s, %(reason)s) AS paused;
+
+-- name: resume
+SELECT queue.resume(%(kind)s) AS resumed;
+
+-- name: paused_kinds
+SELECT kind, paused_at, paused_by, coalesce(reason, '') AS reason
+FROM queue.paused_kinds
+ORDER BY kind;
+
 -- name: listen
 LISTEN queue_jobs;
 

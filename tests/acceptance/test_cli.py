@@ -115,6 +115,25 @@ def test_operator_commands_through_the_cli(dsn: str) -> None:
         assert helped.returncode == 0 and "usage:" in helped.stdout
 
 
+def test_pause_and_resume_a_kind_through_the_cli(dsn: str) -> None:
+    env = {"DATABASE_URL": dsn}
+    paused = _cli("pause", "embedding", "--reason", "re-embedding with a new model", env=env)
+    assert paused.returncode == 0 and "embedding paused" in paused.stdout
+    again = _cli("pause", "embedding", env=env)
+    assert again.returncode == 0 and "already paused" in again.stdout
+    status = _cli("status", env=env)
+    assert status.returncode == 0
+    assert "paused" in status.stdout and "re-embedding with a new model" in status.stdout
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT kind FROM queue.paused_kinds").fetchall() == [
+            ("embedding",)]
+    resumed = _cli("resume", "embedding", env=env)
+    assert resumed.returncode == 0 and "embedding resumed" in resumed.stdout
+    not_paused = _cli("resume", "embedding", env=env)
+    assert not_paused.returncode == 4 and "was not paused" in not_paused.stdout
+    assert "paused" not in _cli("status", env=env).stdout
+
+
 def test_status_shows_the_occupancy_of_a_cross_process_gate(dsn: str) -> None:
     import asyncio
 

@@ -84,6 +84,10 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("llm_operator", "requeue a job", "SELECT queue.requeue({job})", True),
     ("llm_operator", "cancel a job", "SELECT queue.cancel({job})", True),
     ("llm_operator", "backfill embeddings", "SELECT app.backfill_embeddings(NULL, 'x')", True),
+    ("llm_operator", "pause and resume a kind",
+     "SELECT queue.pause('embedding'), queue.resume('embedding')", True),
+    ("llm_worker", "pause a kind", "SELECT queue.pause('embedding')", False),
+    ("llm_app", "pause a kind", "SELECT queue.pause('embedding')", False),
     ("llm_operator", "insert a question",
      "INSERT INTO app.questions (course_id, question_text) SELECT course_id, 'q' "
      "FROM app.questions WHERE id = {question}", False),

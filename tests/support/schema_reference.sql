@@ -676,6 +676,7 @@ CREATE FUNCTION queue.claim(p_kind text, p_limit integer, p_now timestamp with t
     WHERE j.kind = p_kind
       AND j.status = 'pending'
       AND j.run_at <= coalesce(p_now, now())
+      AND NOT EXISTS (SELECT 1 FROM queue.paused_kinds p WHERE p.kind = p_kind)
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT least(greatest(p_limit, 0), 1000)
     FOR NO KEY UPDATE OF j SKIP LOCKED;
@@ -797,6 +798,7 @@ BEGIN
           AND NOT EXISTS (
               SELECT 1 FROM queue.workers w
               WHERE w.heartbeat_at > now() - c_live AND j.kind = ANY (w.kinds))
+          AND NOT EXISTS (SELECT 1 FROM queue.paused_kinds p WHERE p.kind = j.kind)
         FOR NO KEY UPDATE OF j SKIP LOCKED
     ), failed AS (
         UPDATE queue.jobs j
@@ -919,6 +921,22 @@ BEGIN
     PERFORM pg_notify('queue_jobs', k.kind)
     FROM (SELECT DISTINCT n.kind FROM new_jobs n WHERE n.status = 'pending') AS k;
     RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: pause(text, text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.pause(p_kind text, p_reason text DEFAULT NULL::text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO queue.paused_kinds (kind, reason) VALUES (p_kind, left(p_reason, 500))
+    ON CONFLICT (kind) DO NOTHING;
+    RETURN FOUND;
 END;
 $$;
 
@@ -1111,6 +1129,25 @@ BEGIN
     UPDATE queue.jobs SET requeued_to = v_new, updated_at = now() WHERE id = p_job_id;
     job_id := v_new;
     created := true;
+END;
+$$;
+
+
+--
+-- Name: resume(text); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.resume(p_kind text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    DELETE FROM queue.paused_kinds WHERE kind = p_kind;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify('queue_jobs', p_kind);
+    RETURN true;
 END;
 $$;
 
@@ -1687,6 +1724,27 @@ CREATE VIEW queue.model_usage_per_job AS
 
 
 --
+-- Name: paused_kinds; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.paused_kinds (
+    kind text NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    paused_by name DEFAULT SESSION_USER NOT NULL,
+    reason text,
+    CONSTRAINT paused_kinds_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT paused_kinds_reason_check CHECK ((length(reason) <= 500))
+);
+
+
+--
+-- Name: TABLE paused_kinds; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.paused_kinds IS 'Job kinds no worker claims until queue.resume(kind); written by queue.pause.';
+
+
+--
 -- Name: reruns; Type: TABLE; Schema: queue; Owner: -
 --
 
@@ -1884,6 +1942,14 @@ ALTER TABLE ONLY queue.migrations
 
 ALTER TABLE ONLY queue.model_calls
     ADD CONSTRAINT model_calls_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: paused_kinds paused_kinds_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.paused_kinds
+    ADD CONSTRAINT paused_kinds_pkey PRIMARY KEY (kind);
 
 
 --
@@ -2467,6 +2533,14 @@ REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION pause(p_kind text, p_reason text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.pause(p_kind text, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.pause(p_kind text, p_reason text) TO llm_operator;
+
+
+--
 -- Name: FUNCTION record_attempts(p_job_ids bigint[], p_receipts text[], p_claim_xid xid8, p_worker_id text); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2504,6 +2578,14 @@ GRANT ALL ON FUNCTION queue.requeue_failed(p_kind text, p_error_code text, p_old
 
 REVOKE ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) TO llm_operator;
+
+
+--
+-- Name: FUNCTION resume(p_kind text); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.resume(p_kind text) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.resume(p_kind text) TO llm_operator;
 
 
 --
@@ -3103,6 +3185,14 @@ GRANT SELECT ON TABLE queue.model_usage_daily TO llm_operator;
 
 GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_worker;
 GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
+
+
+--
+-- Name: TABLE paused_kinds; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.paused_kinds TO llm_worker;
+GRANT SELECT ON TABLE queue.paused_kinds TO llm_operator;
 
 
 --
