@@ -18,6 +18,8 @@ from worker.pgsession import Session
 # application rewrites in a loop) cannot rerun forever. The count is queue.record_attempts'
 # (sql/migrations/0020_*.sql); this copy words the failure message.
 FREE_RERUNS = 3
+# Likewise for snoozes (a model server's 429): free up to this many per job.
+FREE_SNOOZES = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,13 @@ class Deferred(RetryLater):
     seconds, and it uses no attempt (its attempt is closed as `deferred`)."""
 
 
+class Snoozed(RetryLater):
+    """The model server asked us to wait (a 429): due again after `delay` seconds. The first
+    snoozes of a job use no attempt (its attempt is closed as `snoozed`); past the cap in
+    queue.record_attempts each one counts, so a server that never lets a job through cannot
+    keep it pending for ever."""
+
+
 class FinalFailure(JobError):
     """A failure that retrying cannot fix (a guard, missing evidence, a refused request)."""
 

@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 
 from worker import dberrors, metrics
-from worker.attempts import FREE_RERUNS, Bookkeeper, GivenBack
+from worker.attempts import FREE_RERUNS, FREE_SNOOZES, Bookkeeper, GivenBack
 from worker.errors import FinalFailure, JobError
 from worker.finish import Finished, abandon, finish
 from worker.job import Job, Outcome
@@ -121,6 +121,10 @@ def spent_outcome(job: Job, last_outcome: str | None) -> Outcome:
     """How a job that has used up its attempts ends, by what ended its last one: its input
     changed on every run past the free reruns, or its worker was lost (killed or
     disconnected) before it could record an outcome, each time."""
+    if last_outcome == "snoozed":
+        return Outcome("failed", "failed", "rate_limited",
+                       f"the model server kept answering 429: {FREE_SNOOZES} snoozes and "
+                       f"{job.attempt} attempts, none of them let through")
     if last_outcome == "superseded":
         return Outcome("failed", "failed", "input_changed",
                        f"the input changed while every run used it: {FREE_RERUNS} reruns "

@@ -40,7 +40,8 @@ class Outcome:
 
     status: Status
     # queue.attempts.outcome: completed, retry, failed, skipped, superseded, deferred (a
-    # budget held the job back; not counted), released, worker_lost
+    # budget held the job back; not counted), snoozed (a 429; free up to a cap), released,
+    # worker_lost
     attempt_outcome: str
     error_code: str | None = None
     error_message: str | None = None

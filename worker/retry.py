@@ -10,7 +10,15 @@ import random
 import psycopg
 
 from worker import dberrors
-from worker.errors import Deferred, FinalFailure, InputChanged, JobError, RetryLater, SkipJob
+from worker.errors import (
+    Deferred,
+    FinalFailure,
+    InputChanged,
+    JobError,
+    RetryLater,
+    SkipJob,
+    Snoozed,
+)
 from worker.job import Job, Outcome
 from worker.textsafe import storable, storable_tree
 
@@ -47,10 +55,10 @@ def _classify(exc: BaseException, job: Job, base: float, cap: float) -> Outcome:
         return Outcome("skipped", "skipped", exc.code, _clip(exc.message))
     if isinstance(exc, FinalFailure):
         return Outcome("failed", "failed", exc.code, _clip(exc.message))
-    if isinstance(exc, Deferred):
+    if isinstance(exc, Deferred | Snoozed):
         delay = exc.delay if exc.delay is not None else backoff(job.attempt, base, cap)
-        return Outcome("pending", "deferred", exc.code, _clip(exc.message),
-                       retry_in=max(delay, 0.0))
+        return Outcome("pending", "deferred" if isinstance(exc, Deferred) else "snoozed",
+                       exc.code, _clip(exc.message), retry_in=max(delay, 0.0))
     if isinstance(exc, JobError):
         code, message = exc.code, exc.message
     elif isinstance(exc, psycopg.OperationalError):

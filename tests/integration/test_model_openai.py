@@ -24,7 +24,7 @@ from worker.errors import ConfigError
 from worker.job import Job, Outcome
 from worker.models.build import build_client, check_embedding_dimension
 from worker.models.client import ModelClient
-from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.errors import ModelFinal, ModelRetryable, ModelSnoozed
 from worker.models.gate import Gate
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
@@ -206,10 +206,11 @@ def test_a_truncated_reply_is_final_and_not_retried(fake: fo.FakeOpenAI) -> None
 def test_429_is_rate_limited_and_honours_retry_after(fake: fo.FakeOpenAI) -> None:
     fake.script(fo.rate_limited(retry_after="7"))
     exc = failure(fake)
-    assert isinstance(exc, ModelRetryable) and exc.code == "rate_limited" and exc.delay == 7.0
-    first = outcome(exc, attempt=1)
-    assert (first.status, first.retry_in) == ("pending", 7.0)
-    assert_retried_then_failed(exc, "rate_limited")
+    assert isinstance(exc, ModelSnoozed) and exc.code == "rate_limited" and exc.delay == 7.0
+    for attempt in (1, 2):  # snoozed, not failed, even on the last attempt
+        snoozed = outcome(exc, attempt=attempt)
+        assert (snoozed.status, snoozed.attempt_outcome, snoozed.retry_in) == (
+            "pending", "snoozed", 7.0)
     assert len(fake.requests) == 1  # the SDK itself never retries
 
 

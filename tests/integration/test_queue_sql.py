@@ -323,3 +323,29 @@ def test_a_deferred_attempt_is_not_counted(dsn: str) -> None:
         assert [(a["prior"], a["attempt"]) for a in again.attempts] == [(0, 1)]
     finally:
         again.close()
+
+
+def test_snoozed_attempts_are_free_up_to_their_cap(dsn: str) -> None:
+    """A job the model server kept answering 429 keeps its one attempt through 20 snoozes;
+    from the 21st each one counts, so a server that never lets it through cannot keep it
+    pending for ever."""
+    with _connect(dsn) as conn:
+        job = conn.execute("SELECT queue.enqueue('k', 's', '{}'::jsonb, p_max_attempts => 1) "
+                           "AS id").fetchone()["id"]
+        conn.execute("INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid, "
+                     "finished_at, outcome) SELECT %s, 1, 'w', g::text::xid8, now(), "
+                     "'snoozed' FROM generate_series(1000, 1019) g", (job,))
+    claim = Claim(dsn, "k")
+    try:
+        assert [(a["prior"], a["attempt"]) for a in claim.attempts] == [(0, 1)]
+    finally:
+        claim.close()
+    with _connect(dsn) as conn:
+        conn.execute("UPDATE queue.attempts SET finished_at = now(), outcome = 'snoozed' "
+                     "WHERE job_id = %s AND finished_at IS NULL", (job,))
+    spent = Claim(dsn, "k")
+    try:
+        assert [(a["prior"], a["attempt"], a["last_outcome"]) for a in spent.attempts] == [
+            (1, None, "snoozed")]
+    finally:
+        spent.close()

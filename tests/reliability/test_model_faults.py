@@ -42,7 +42,8 @@ EMBED_MARKER = re.compile(r"chaos embed (\d+)\b")
 @dataclass(frozen=True)
 class Fault:
     """One scripted reply and what the table says it leads to: ok, invalid (shown back to
-    the model once), guard (answered, but not the key), retry:<code> or final:<code>."""
+    the model once), guard (answered, but not the key), retry:<code>, snooze:<code> (a
+    429: rescheduled without using an attempt) or final:<code>."""
 
     weight: int
     effect: str
@@ -58,9 +59,9 @@ CHAT: dict[str, Fault] = {
     "fenced": Fault(8, "ok", lambda key: fake.fenced(envelope(key))),
     "prose": Fault(8, "ok", lambda key: fake.with_prose(envelope(key))),
     "truncated": Fault(6, "final:truncated", lambda key: fake.truncated()),
-    "rate_limited": Fault(6, "retry:rate_limited",
+    "rate_limited": Fault(6, "snooze:rate_limited",
                           lambda key: fake.rate_limited(retry_after="1")),
-    "rate_limited_ms": Fault(4, "retry:rate_limited",
+    "rate_limited_ms": Fault(4, "snooze:rate_limited",
                              lambda key: fake.rate_limited(retry_after=None,
                                                            retry_after_ms="300")),
     "quota": Fault(4, "final:quota_exhausted", lambda key: fake.insufficient_quota()),
@@ -80,7 +81,7 @@ CHAT: dict[str, Fault] = {
 EMBED: dict[str, Fault] = {
     "valid": Fault(40, "ok", lambda n: fake.embeddings([vector(f"embed {n}")])),
     "server_error": Fault(12, "retry:server_error", lambda n: fake.server_error()),
-    "rate_limited": Fault(8, "retry:rate_limited",
+    "rate_limited": Fault(8, "snooze:rate_limited",
                           lambda n: fake.rate_limited(retry_after=None, retry_after_ms="200")),
     "slow": Fault(4, "retry:timeout",
                   lambda n: fake.slow(fake.embeddings([vector("x")]), TIMEOUT + 1.5)),
@@ -109,10 +110,13 @@ def expect(script: list[str], table: dict[str, Fault], repair_round: bool) -> Ex
     """What docs/models.md says a job meets with these replies, in order."""
     used = 0
     history: list[tuple[str, str | None]] = []
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         effect = "invalid"
         for round_ in (1, 2) if repair_round else (1,):
-            effect = table[script[used]].effect
+            # past its script the model answers `valid` (ScriptedModel._next)
+            effect = table[script[used] if used < len(script) else "valid"].effect
             used += 1
             if effect != "invalid":
                 break
@@ -125,11 +129,14 @@ def expect(script: list[str], table: dict[str, Fault], repair_round: bool) -> Ex
             history.append(("failed", "guard_fail"))
             return Expected("failed", "guard_fail", history, used)
         kind, code = effect.split(":")
+        if kind == "snooze":  # a 429: rescheduled without using the attempt
+            history.append(("snoozed", code))
+            attempt -= 1
+            continue
         if kind == "final" or attempt == MAX_ATTEMPTS:
             history.append(("failed", code))
             return Expected("failed", code, history, used)
         history.append(("retry", code))
-    raise AssertionError("unreachable")
 
 
 # Scripts every run starts with, so each row of the table is met at least once; the rest

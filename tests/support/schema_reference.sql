@@ -952,8 +952,10 @@ CREATE FUNCTION queue.record_attempts(p_job_ids bigint[], p_receipts text[], p_c
     SELECT queue.check_receipts(p_claim_xid, p_job_ids, p_receipts);
     WITH j AS (
         SELECT x.id, x.max_attempts,
-               (SELECT count(*) FILTER (WHERE a.outcome IS DISTINCT FROM 'superseded')
+               (SELECT count(*) FILTER (WHERE a.outcome IS NULL
+                                          OR a.outcome NOT IN ('superseded', 'snoozed'))
                        + greatest(count(*) FILTER (WHERE a.outcome = 'superseded') - 3, 0)
+                       + greatest(count(*) FILTER (WHERE a.outcome = 'snoozed') - 20, 0)
                 FROM queue.attempts a
                 WHERE a.job_id = x.id
                   AND a.claim_xid <> p_claim_xid

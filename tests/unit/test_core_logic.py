@@ -13,7 +13,7 @@ from worker import logs
 from worker.config import Settings
 from worker.errors import ConfigError, FinalFailure, GuardFailed, JobError, RetryLater, SkipJob
 from worker.job import Job
-from worker.models.errors import ModelDeferred
+from worker.models.errors import ModelDeferred, ModelSnoozed
 from worker.queries import parse, q
 from worker.registry import JobKind, Registry
 from worker.retry import MAX_MESSAGE, backoff, classify
@@ -235,3 +235,13 @@ def test_a_budget_deferral_uses_no_attempt_even_on_the_last_one() -> None:
     assert (outcome.status, outcome.attempt_outcome, outcome.error_code) == (
         "pending", "deferred", "budget_exceeded")
     assert outcome.retry_in == 3600.0
+
+
+def test_a_429_snooze_uses_no_attempt_even_on_the_last_one() -> None:
+    """A server asking us to wait is not a failure of the job: rescheduled at its
+    retry-after, the attempt closed as `snoozed` (free up to queue.record_attempts' cap)."""
+    exc = ModelSnoozed("rate_limited", "429: slow down", 7.0)
+    outcome = classify(exc, _job(2, 2), base=2, cap=60)
+    assert (outcome.status, outcome.attempt_outcome, outcome.error_code) == (
+        "pending", "snoozed", "rate_limited")
+    assert outcome.retry_in == 7.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from worker.errors import Deferred, FinalFailure, RetryLater
+from worker.errors import Deferred, FinalFailure, RetryLater, Snoozed
 
 # How much of an unusable reply is kept for the operator to read.
 RAW_EXCERPT_CHARS: Final = 1000
@@ -58,6 +58,11 @@ class ModelRetryable(RetryLater):
 class ModelDeferred(ModelRetryable, Deferred):
     """A call not made because its kind used today's token budget: due when the window
     ends, without using an attempt."""
+
+
+class ModelSnoozed(ModelRetryable, Snoozed):
+    """A 429 (not an exhausted quota): the server's retry-after, without using an
+    attempt."""
 
 
 class ModelFinal(FinalFailure):

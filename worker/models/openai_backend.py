@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, SecretStr
 
 from worker.models import structured
-from worker.models.errors import ModelFinal, ModelRetryable
+from worker.models.errors import ModelFinal, ModelRetryable, ModelSnoozed
 from worker.models.gate import RoundTrip
 from worker.models.settings import MAX_REPLY_BYTES
 from worker.models.types import CompletionRequest, JsonMode, Message, RawReply, Usage
@@ -215,7 +215,7 @@ def map_error(
     if isinstance(exc, openai.RateLimitError):
         if "insufficient_quota" in (exc.code, exc.type):
             return ModelFinal("quota_exhausted", _api_message(exc), **where)
-        return ModelRetryable(
+        return ModelSnoozed(
             "rate_limited", _api_message(exc), retry_after(exc.response.headers), **where
         )
     if isinstance(exc, openai.InternalServerError):
