@@ -1,5 +1,14 @@
 -- Runtime queries of the model layer (worker/models/): accounting, gates, start-up checks.
 
+-- name: rate_take
+-- Seconds until one more request fits the endpoint's limits; 0: taken, send it now
+-- (sql/migrations/0023_rate_limits.sql).
+SELECT queue.rate_take(%(key)s, %(requests)s, %(tokens_max)s, %(window)s, %(tokens)s) AS wait;
+
+-- name: rate_block
+-- The server answered 429: nobody in the fleet sends to the endpoint until its retry-after.
+SELECT queue.rate_block(%(key)s, %(seconds)s);
+
 -- name: record_model_call
 -- On the accounting connection (autocommit): the row survives a rolled-back job.
 INSERT INTO queue.model_calls (

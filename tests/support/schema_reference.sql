@@ -942,6 +942,71 @@ $$;
 
 
 --
+-- Name: rate_block(text, double precision); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.rate_block(p_key text, p_seconds double precision) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    INSERT INTO queue.rate_limiters AS r (key, blocked_until)
+    VALUES (left(p_key, 500),
+            clock_timestamp() + make_interval(secs => least(greatest(p_seconds, 0), 3600)))
+    ON CONFLICT (key) DO UPDATE
+    SET blocked_until = greatest(r.blocked_until, EXCLUDED.blocked_until);
+$$;
+
+
+--
+-- Name: rate_take(text, integer, integer, double precision, integer); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.rate_take(p_key text, p_requests integer, p_tokens_max integer, p_window double precision, p_tokens integer) RETURNS double precision
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_now     timestamptz;
+    v_since   timestamptz;
+    v_blocked timestamptz;
+    v_count   integer;
+    v_sum     bigint;
+    v_free_at timestamptz;
+BEGIN
+    INSERT INTO queue.rate_limiters (key) VALUES (left(p_key, 500)) ON CONFLICT DO NOTHING;
+    SELECT blocked_until INTO v_blocked FROM queue.rate_limiters
+    WHERE key = left(p_key, 500) FOR UPDATE;
+    v_now := clock_timestamp();  -- after the wait for the row, if there was one
+    v_since := v_now - make_interval(secs => p_window);
+    IF v_blocked > v_now THEN
+        RETURN extract(epoch FROM v_blocked - v_now);
+    END IF;
+    DELETE FROM queue.rate_events WHERE key = left(p_key, 500) AND at <= v_since;
+    SELECT count(*), coalesce(sum(tokens), 0) INTO v_count, v_sum
+    FROM queue.rate_events WHERE key = left(p_key, 500);
+    IF (p_requests IS NULL OR v_count < p_requests)
+       AND (p_tokens_max IS NULL OR v_sum + p_tokens <= p_tokens_max OR v_count = 0) THEN
+        INSERT INTO queue.rate_events (key, at, tokens)
+        VALUES (left(p_key, 500), v_now, greatest(p_tokens, 0));
+        RETURN 0;
+    END IF;
+    -- the earliest moment enough of the window's events have aged out: the oldest event
+    -- whose going leaves room for one more request and for p_tokens more tokens
+    SELECT min(e.at) INTO v_free_at
+    FROM (SELECT at,
+                 count(*) OVER (ORDER BY at ROWS UNBOUNDED PRECEDING) AS gone,
+                 sum(tokens) OVER (ORDER BY at ROWS UNBOUNDED PRECEDING) AS gone_tokens
+          FROM queue.rate_events WHERE key = left(p_key, 500)) e
+    WHERE (p_requests IS NULL OR v_count - e.gone < p_requests)
+      AND (p_tokens_max IS NULL OR v_sum - e.gone_tokens + p_tokens <= p_tokens_max
+           OR e.gone = v_count);
+    RETURN greatest(extract(epoch FROM v_free_at + make_interval(secs => p_window) - v_now),
+                    0.001);
+END;
+$$;
+
+
+--
 -- Name: record_attempts(bigint[], text[], xid8, text); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -1747,6 +1812,34 @@ COMMENT ON TABLE queue.paused_kinds IS 'Job kinds no worker claims until queue.r
 
 
 --
+-- Name: rate_events; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE UNLOGGED TABLE queue.rate_events (
+    key text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    tokens integer NOT NULL
+);
+
+
+--
+-- Name: TABLE rate_events; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.rate_events IS 'Requests sent per rate-limited model endpoint in the current window (queue.rate_take).';
+
+
+--
+-- Name: rate_limiters; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.rate_limiters (
+    key text NOT NULL,
+    blocked_until timestamp with time zone
+);
+
+
+--
 -- Name: reruns; Type: TABLE; Schema: queue; Owner: -
 --
 
@@ -1978,6 +2071,14 @@ ALTER TABLE queue.jobs
 
 
 --
+-- Name: rate_limiters rate_limiters_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.rate_limiters
+    ADD CONSTRAINT rate_limiters_pkey PRIMARY KEY (key);
+
+
+--
 -- Name: reruns reruns_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
 --
 
@@ -2061,6 +2162,13 @@ CREATE INDEX model_calls_created ON queue.model_calls USING btree (created_at);
 --
 
 CREATE INDEX model_calls_job ON queue.model_calls USING btree (job_id);
+
+
+--
+-- Name: rate_events_key_at; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX rate_events_key_at ON queue.rate_events USING btree (key, at);
 
 
 --
@@ -2540,6 +2648,22 @@ REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION queue.pause(p_kind text, p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.pause(p_kind text, p_reason text) TO llm_operator;
+
+
+--
+-- Name: FUNCTION rate_block(p_key text, p_seconds double precision); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.rate_block(p_key text, p_seconds double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.rate_block(p_key text, p_seconds double precision) TO llm_worker;
+
+
+--
+-- Name: FUNCTION rate_take(p_key text, p_requests integer, p_tokens_max integer, p_window double precision, p_tokens integer); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.rate_take(p_key text, p_requests integer, p_tokens_max integer, p_window double precision, p_tokens integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.rate_take(p_key text, p_requests integer, p_tokens_max integer, p_window double precision, p_tokens integer) TO llm_worker;
 
 
 --
@@ -3195,6 +3319,14 @@ GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
 
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_worker;
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_operator;
+
+
+--
+-- Name: TABLE rate_limiters; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.rate_limiters TO llm_worker;
+GRANT SELECT ON TABLE queue.rate_limiters TO llm_operator;
 
 
 --

@@ -121,3 +121,23 @@ def test_an_unknown_kind_grace_under_a_minute_is_refused(monkeypatch: pytest.Mon
         load_settings()
     monkeypatch.setenv("WORKER_UNKNOWN_KIND_GRACE", "0")
     assert load_settings().unknown_kind_grace == 0
+
+
+def test_rate_limits_are_read_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    from worker.models.ratelimit import RateLimit, parse_rate
+
+    assert parse_rate("500/min") == (500, 60.0)
+    assert parse_rate("10/5s") == (10, 5.0)
+    assert parse_rate("3/h") == (3, 3600.0)
+    limit = RateLimit.of("api gpt", "500/min", "200000/min")
+    assert limit is not None and (limit.requests, limit.tokens, limit.window) == (
+        500, 200000, 60.0)
+    assert RateLimit.of("api gpt", None, None) is None
+    with pytest.raises(ValueError, match="share a window"):
+        RateLimit.of("api gpt", "500/min", "1000/s")
+    monkeypatch.setenv("WORKER_CHAT_RATE_LIMIT", "500 per minute")
+    with pytest.raises(ValueError, match="chat_rate_limit"):
+        load_settings()
+    monkeypatch.setenv("WORKER_CHAT_RATE_LIMIT", "500/min")
+    assert load_settings().models.chat_rate_limit == "500/min"

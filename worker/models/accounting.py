@@ -10,6 +10,7 @@ from typing import Literal
 
 import structlog
 
+from worker.models.ratelimit import RateLimit
 from worker.models.types import CallContext, Usage
 from worker.pgsession import Session
 
@@ -91,6 +92,21 @@ class Accountant:
         """Tokens the kind's calls used today (UTC), and seconds until the day ends."""
         rows = await self._session.run("tokens_spent_today", {"kind": kind})
         return int(rows[0]["spent"]), float(rows[0]["resets_in"])
+
+    async def take_rate(self, limit: RateLimit, tokens: int) -> float:
+        """Seconds until a request of about `tokens` tokens fits `limit`; 0: it was counted
+        and may go now (queue.rate_take, shared by the fleet)."""
+        rows = await self._session.run("rate_take", {
+            "key": limit.key, "requests": limit.requests, "tokens_max": limit.tokens,
+            "window": limit.counted_window, "tokens": tokens})
+        return float(rows[0]["wait"])
+
+    async def block_rate(self, key: str, seconds: float) -> None:
+        """The server answered 429: hold the whole fleet's requests to `key` back."""
+        try:
+            await self._session.run("rate_block", {"key": key, "seconds": seconds})
+        except Exception as exc:  # best effort: each worker still snoozes its own job
+            log.warning("rate_block_failed", key=key, error=f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:
         await self._session.aclose()

@@ -15,6 +15,7 @@ from worker.models.client import ChatBackend, ModelClient
 from worker.models.gate import Gates
 from worker.models.mlx_backend import MlxChat
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+from worker.models.ratelimit import RateLimit
 from worker.models.settings import OPENAI_API_URL, ModelSettings
 from worker.models.types import CallContext
 from worker.queries import q
@@ -69,7 +70,19 @@ def build_client(settings: ModelSettings, dsn: str | None = None) -> ModelClient
         timeout_for=settings.timeout_for,
         embed_batch_size=settings.embed_batch_size,
         daily_token_budget=settings.daily_token_budget,
+        chat_limit=_limit(f"{chat_endpoint} {settings.llm_model}", settings.chat_rate_limit,
+                          settings.chat_token_limit),
+        embed_limit=_limit(f"{embed_endpoint} {settings.embed_model}",
+                           settings.embed_rate_limit, settings.embed_token_limit),
+        rate_limit_max_wait=settings.rate_limit_max_wait,
     )
+
+
+def _limit(key: str, requests: str | None, tokens: str | None) -> RateLimit | None:
+    try:
+        return RateLimit.of(key, requests, tokens)
+    except ValueError as exc:
+        raise ConfigError(f"WORKER_*_RATE_LIMIT / WORKER_*_TOKEN_LIMIT: {exc}") from None
 
 
 def _check_keys(settings: ModelSettings) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,10 +15,11 @@ import structlog
 
 from worker import metrics
 from worker.errors import ConfigError
-from worker.models import structured
+from worker.models import ratelimit, structured
 from worker.models.accounting import Accountant, CallOutcome, CallRecord
-from worker.models.errors import ModelDeferred, ModelFinal, ModelRetryable
+from worker.models.errors import ModelDeferred, ModelFinal, ModelRetryable, ModelSnoozed
 from worker.models.gate import Gate, RoundTrip
+from worker.models.ratelimit import RateLimit
 from worker.models.types import (
     CallContext,
     CompletionRequest,
@@ -91,6 +93,9 @@ class ModelClient:
         timeout_for: Callable[[str], float] = lambda kind: 60.0,
         embed_batch_size: int = 32,
         daily_token_budget: dict[str, int] | None = None,
+        chat_limit: RateLimit | None = None,
+        embed_limit: RateLimit | None = None,
+        rate_limit_max_wait: float = 30.0,
     ) -> None:
         self.chat_backend = chat
         self.chat_gate = chat_gate or Gate("chat", 1)
@@ -101,6 +106,9 @@ class ModelClient:
         self.embed_batch_size = embed_batch_size
         # tokens a kind's calls may use per UTC day (from queue.model_calls); none: no limit
         self.daily_token_budget = daily_token_budget or {}
+        # each endpoint's limits, shared by the fleet through queue.rate_take
+        self.chat_limit, self.embed_limit = chat_limit, embed_limit
+        self.rate_limit_max_wait = rate_limit_max_wait
 
     async def start(self) -> None:
         """Prepare backends that load something (an in-process model) before jobs run."""
@@ -123,16 +131,33 @@ class ModelClient:
             # shielded: a job cancelled mid-call has still spent what it spent
             await asyncio.shield(self.accountant.record(rec))
 
+    def _pacer(self, limit: RateLimit | None, tokens: int) -> Callable[[], Awaitable[None]] | None:
+        """What the round trip awaits inside its gate when the endpoint has a limit."""
+        accountant = self.accountant
+        if limit is None or accountant is None:
+            return None
+        return functools.partial(ratelimit.pace, limit, tokens, accountant.take_rate,
+                                 self.rate_limit_max_wait)
+
     @contextlib.asynccontextmanager
     async def _round_trip(
-        self, gate: Gate, deadline: float, record: _Recorder, backend: str
+        self, gate: Gate, deadline: float, record: _Recorder, backend: str,
+        limit: RateLimit | None = None, tokens: int = 0,
     ) -> AsyncIterator[RoundTrip]:
         """One round trip, for the backend to hold: inside `gate`, bounded by `deadline`
-        seconds once inside (the wait at the gate does not count). A failed one is recorded,
-        then re-raised; one that never passed its gate is refused."""
-        trip = RoundTrip(gate, deadline)
+        seconds once inside (the wait at the gate does not count), after a slot of the
+        endpoint's `limit`. A failed one is recorded, then re-raised; one that never passed
+        its gate is refused. A 429 holds the fleet's requests to the endpoint back."""
+        trip = RoundTrip(gate, deadline, pace=self._pacer(limit, tokens))
         try:
             yield trip
+        except ratelimit.LimitReached:
+            raise  # no request was sent: nothing to record
+        except ModelSnoozed as exc:
+            await self._record(record(trip, "error", exc.code, None))
+            if limit is not None and self.accountant is not None:
+                await self.accountant.block_rate(limit.key, exc.delay or 1.0)
+            raise
         except TimeoutError as exc:
             await self._record(record(trip, "error", "timeout", None))
             raise ModelRetryable(
@@ -176,7 +201,8 @@ class ModelClient:
         usage, latency_ms, wait_ms = Usage(), 0.0, 0.0
         for round_ in (1, 2):
             record = _chat_recorder(ctx, chat, self.chat_gate.name, round_)
-            async with self._round_trip(self.chat_gate, timeout, record, chat.backend) as trip:
+            async with self._round_trip(self.chat_gate, timeout, record, chat.backend,
+                                        self.chat_limit, _tokens(sent)) as trip:
                 reply = await chat.chat(sent, trip)
             usage, latency_ms = usage + reply.usage, latency_ms + trip.latency_ms
             wait_ms += trip.wait_ms
@@ -224,10 +250,11 @@ class ModelClient:
         vectors: list[list[float]] = []
         usage, latency_ms, wait_ms, model = Usage(), 0.0, 0.0, embedder.model
         for start in range(0, len(texts), self.embed_batch_size):
-            async with self._round_trip(self.embed_gate, limit, record, embedder.backend) as trip:
-                got, model, used = await embedder.embed(
-                    texts[start : start + self.embed_batch_size], role, trip
-                )
+            batch = texts[start : start + self.embed_batch_size]
+            async with self._round_trip(self.embed_gate, limit, record, embedder.backend,
+                                        self.embed_limit,
+                                        sum(len(t) for t in batch) // 3 + 1) as trip:
+                got, model, used = await embedder.embed(batch, role, trip)
             await self._record(record(trip, "ok", None, _Used(model, used)))
             vectors.extend(got)
             usage, latency_ms = usage + used, latency_ms + trip.latency_ms
@@ -250,6 +277,12 @@ class ModelClient:
             await gate.aclose()
         if self.accountant is not None:
             await self.accountant.aclose()
+
+
+def _tokens(request: CompletionRequest[Any]) -> int:
+    """A request's tokens as a rate limit counts them before the reply: its prompt (about
+    three characters a token for mixed Korean and English) plus the most it may generate."""
+    return sum(len(m.content) for m in request.messages) // 3 + request.max_tokens
 
 
 @dataclass(frozen=True)

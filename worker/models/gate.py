@@ -14,7 +14,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -75,6 +75,8 @@ class RoundTrip:
 
     gate: Gate
     deadline: float
+    # awaited once inside the gate, right before the request: the endpoint's rate limit
+    pace: Callable[[], Awaitable[None]] | None = None
     wait_ms: float = 0.0
     latency_ms: float = 0.0
     held: bool = False
@@ -85,7 +87,10 @@ class RoundTrip:
         once the body has unwound); the gate is released only after the body stopped."""
         self.held = True
         async with self.gate.hold() as ticket:
-            self.wait_ms = ticket.wait_ms
+            paced = time.monotonic()
+            if self.pace is not None:
+                await self.pace()
+            self.wait_ms = ticket.wait_ms + (time.monotonic() - paced) * 1000
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.deadline):

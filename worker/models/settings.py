@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from worker.models.ratelimit import parse_rate
 from worker.models.types import JsonMode
 
 DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
@@ -71,6 +72,14 @@ class ModelSettings(BaseModel):
     # per job kind, tokens (prompt + completion) its calls may use per UTC day, e.g.
     # "explanation=2000000,weakness_analysis=500000"; unset kinds have no limit
     daily_token_budget: dict[str, int] = Field(default_factory=dict)
+    # an endpoint's limits, shared by every worker process (worker/models/ratelimit.py):
+    # requests and estimated tokens per window, "500/min", "10/5s", "2000000/h"; a request
+    # that would pass them waits up to rate_limit_max_wait seconds, else its job is snoozed
+    chat_rate_limit: str | None = None
+    chat_token_limit: str | None = None
+    embed_rate_limit: str | None = None
+    embed_token_limit: str | None = None
+    rate_limit_max_wait: float = Field(default=30.0, ge=0)
     # the most bytes of one reply read from a model server (chat or embeddings); a server
     # that sends more fails the call as a retryable server_error
     max_reply_bytes: int = Field(default=MAX_REPLY_BYTES, ge=1024)
@@ -79,6 +88,14 @@ class ModelSettings(BaseModel):
     @classmethod
     def _split_budget(cls, value: object) -> object:
         return kind_pairs(value, "tokens") if isinstance(value, str) else value
+
+    @field_validator("chat_rate_limit", "chat_token_limit", "embed_rate_limit",
+                     "embed_token_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
 
     @field_validator("llm_timeouts", mode="before")
     @classmethod
