@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from worker.models.settings import ModelSettings, kind_pairs
-from worker.paths import PROJECT_ROOT, PROMPTS_DIR
+from worker.paths import PROMPTS_DIR, state_dir
 
 # the password of a connection URI as written (up to the last "@"), percent-escapes and all
 _URL_PASSWORD = re.compile(r"//[^:/@\s]*:(\S+)@")
@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
-    embedded_pgdata: Path = PROJECT_ROOT / ".data" / "pg"
+    # a checkout's .data/pg; an installed wheel's $STATE_DIRECTORY/pg or user state directory
+    embedded_pgdata: Path = Field(default_factory=lambda: state_dir() / "pg")
 
     worker_id: str = Field(default_factory=_default_worker_id)
     # built-in job kinds to run (comma-separated); unset runs them all, empty runs none
@@ -193,7 +194,7 @@ class Settings(BaseSettings):
 
     # `run --offline` and the demo: which local chat model, and where its file is assembled
     offline_model: str = "qwen2.5-coder-0.5b"
-    models_dir: Path = PROJECT_ROOT / ".data" / "models"
+    models_dir: Path = Field(default_factory=lambda: state_dir() / "models")
 
     models: Annotated[ModelSettings, Variables("WORKER_")] = Field(
         default_factory=ModelSettings)

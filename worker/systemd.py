@@ -16,6 +16,11 @@ import structlog
 log = structlog.get_logger("worker.systemd")
 
 
+def under_systemd() -> bool:
+    """Whether this process is a systemd service (systemd sets INVOCATION_ID for each run)."""
+    return bool(os.environ.get("INVOCATION_ID"))
+
+
 def notify(*lines: str) -> bool:
     """Send `KEY=value` lines to the service manager; False when there is none to tell."""
     address = os.environ.get("NOTIFY_SOCKET")

@@ -39,9 +39,11 @@ def test_the_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian package `systemd`); "
                     "the unit file was not verified on this machine")
-    # verify checks that ExecStart exists, so point the unit at this checkout
+    # verify checks that ExecStart exists, so point the unit at this venv's console script
     rendered = tmp_path / UNIT.name
-    rendered.write_text(UNIT.read_text().replace("/opt/pg-llm-worker", str(ROOT)))
+    script = Path(sys.executable).with_name("pg-llm-worker")
+    rendered.write_text(UNIT.read_text().replace("/opt/pg-llm-worker/bin/pg-llm-worker",
+                                                 str(script)))
     result = subprocess.run([analyze, "verify", str(rendered)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "" and result.stdout.strip() == ""
