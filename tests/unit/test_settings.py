@@ -109,3 +109,14 @@ def test_with_a_remote_chat_model_only_the_embeddings_are_local() -> None:
     assert settings.models.openai_base_url is None
     assert settings.models.embed_base_url == "http://embed/v1"
     assert settings.evidence.material_top == 5
+
+
+def test_a_validation_error_names_the_environment_variable() -> None:
+    from worker.config import variable_for
+
+    assert variable_for(("database_url",)) == "DATABASE_URL"
+    assert variable_for(("concurrency", "embedding")) == "WORKER_CONCURRENCY"
+    assert variable_for(("models", "llm_gate_capacity")) == "WORKER_LLM_GATE_CAPACITY"
+    assert variable_for(("models", "openai_api_key")) == "OPENAI_API_KEY"
+    assert variable_for(("evidence", "material_top")) == "WORKER_EVIDENCE_MATERIAL_TOP"
+    assert variable_for(("prompts", "per_kind", "explanation")) == "PROMPT_VERSION_EXPLANATION"
