@@ -27,6 +27,7 @@ from worker.db import check_server, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
 from worker.migrate import migrate, pending, settings_variables
 from worker.queries import q
+from worker.systemd import journal_stream
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4
 
@@ -301,8 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.remember_secrets(secret_values(settings))
     # the worker logs to stdout for journald; one-shot commands keep stdout for their output
-    logs.configure(settings.log_format, settings.log_level,
-                   sys.stdout if args.command == "run" else sys.stderr)
+    stream = sys.stdout if args.command == "run" else sys.stderr
+    logs.configure(settings.log_format, settings.log_level, stream,
+                   journald=_on_journal(stream))
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(settings, args)
@@ -328,6 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else: one masked line, never a traceback with secrets
         print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _on_journal(stream: Any) -> bool:
+    try:
+        return journal_stream(stream.fileno())
+    except (OSError, ValueError):  # a stream with no descriptor (replaced in process)
+        return False
 
 
 def _line(text: str) -> str:
