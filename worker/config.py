@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from worker.models.settings import ModelSettings, kind_pairs
-from worker.paths import PROJECT_ROOT, PROMPTS_DIR
+from worker.paths import PROMPTS_DIR, state_dir
 
 # the password of a connection URI as written (up to the last "@"), percent-escapes and all
 _URL_PASSWORD = re.compile(r"//[^:/@\s]*:(\S+)@")
@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
-    embedded_pgdata: Path = PROJECT_ROOT / ".data" / "pg"
+    # a checkout's .data/pg; an installed wheel's $STATE_DIRECTORY/pg or user state directory
+    embedded_pgdata: Path = Field(default_factory=lambda: state_dir() / "pg")
 
     worker_id: str = Field(default_factory=_default_worker_id)
     # built-in job kinds to run (comma-separated); unset runs them all, empty runs none
@@ -186,7 +187,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
     log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
     # explanations: also have the model solve each question blind (without the key) and
     # record whether it agrees (`record`), or refuse to publish when it does not (`block`)
@@ -194,7 +195,7 @@ class Settings(BaseSettings):
 
     # `run --offline` and the demo: which local chat model, and where its file is assembled
     offline_model: str = "qwen2.5-coder-0.5b"
-    models_dir: Path = PROJECT_ROOT / ".data" / "models"
+    models_dir: Path = Field(default_factory=lambda: state_dir() / "models")
 
     models: Annotated[ModelSettings, Variables("WORKER_")] = Field(
         default_factory=ModelSettings)
@@ -229,13 +230,21 @@ class Settings(BaseSettings):
     def _parsable_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return value
+        if not value.get_secret_value().strip():
+            # libpq would take "" as "every default": a local socket nobody configured
+            raise ValueError("set but empty; unset it to use the embedded server, or give "
+                             "postgresql://user:password@host:port/database")
         try:
-            conninfo_to_dict(value.get_secret_value())
+            parts = conninfo_to_dict(value.get_secret_value())
         except psycopg.ProgrammingError:
             # psycopg's reason quotes the URL or part of it, password included
-            raise ValueError("DATABASE_URL cannot be parsed: expected "
+            raise ValueError("cannot be parsed: expected "
                              "postgresql://user:password@host:port/database (percent-escape "
                              "special characters) or key=value pairs") from None
+        ports = str(parts.get("port") or "").split(",")
+        if not all(port.strip().isdigit() or not port.strip() for port in ports):
+            raise ValueError("the port is not a number: expected "
+                             "postgresql://user:password@host:port/database")
         return value
 
     @field_validator("unknown_kind_grace")
@@ -244,6 +253,11 @@ class Settings(BaseSettings):
         if 0 < value < 60:
             raise ValueError("0 (never) or at least 60 seconds")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("plugins", "kinds", mode="before")
     @classmethod
@@ -258,6 +272,38 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return kind_pairs(value, "number")
         return value
+
+    @field_validator("concurrency", "batch_size")
+    @classmethod
+    def _at_least_one(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(number < 1 for number in value.values()):
+            raise ValueError("each number must be at least 1 (expected kind=number pairs, "
+                             "e.g. embedding=4,explanation=2)")
+        return value
+
+
+def variable_for(location: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error's location, e.g. ("models",
+    "llm_gate_capacity") -> WORKER_LLM_GATE_CAPACITY, ("concurrency", "embedding") ->
+    WORKER_CONCURRENCY."""
+    field = Settings.model_fields.get(str(location[0])) if location else None
+    if field is None:
+        return ".".join(str(part) for part in location)
+    variables = next((m for m in field.metadata if isinstance(m, Variables)), None)
+    if variables is None or len(location) < 2 or not isinstance(field.annotation, type):
+        return _variable_names(str(location[0]), field, "WORKER_")[0]
+    name = str(location[1])
+    collected = dict(variables.collect)
+    if name in collected:
+        return collected[name] + (str(location[2]).upper() if len(location) > 2 else "<KIND>")
+    section_field = field.annotation.model_fields.get(name)
+    if section_field is None:
+        return variables.prefix + name.upper()
+    return _variable_names(name, section_field, variables.prefix)[0]
+
+
+def _variable_names(name: str, field: FieldInfo, prefix: str) -> list[str]:
+    return [n.upper() for n in Variables(prefix)._names(name, field)]
 
 
 def secret_values(settings: Settings) -> list[str]:

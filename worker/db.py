@@ -18,6 +18,7 @@ from psycopg.types import TypeInfo
 from worker import embedded
 from worker.errors import ConfigError
 from worker.queries import q
+from worker.systemd import under_systemd
 
 if TYPE_CHECKING:
     # worker.config imports the model package, which connects through this module
@@ -30,6 +31,12 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
+    if under_systemd() and "embedded_pgdata" not in settings.model_fields_set:
+        # a unit whose EnvironmentFile lost the variable would otherwise start a database of
+        # its own beside the installation and work on it as if nothing were wrong
+        raise ConfigError("no DATABASE_URL under systemd: set DATABASE_URL in the unit's "
+                          "EnvironmentFile (or WORKER_EMBEDDED_PGDATA to run the embedded "
+                          "server on purpose)")
     with embedded.server(settings.embedded_pgdata) as uri:
         yield uri
 

@@ -1,6 +1,8 @@
 """structlog set-up: JSON lines for journald when not on a terminal, console on one.
 
-Values that look like credentials are masked before any record is written.
+Values that look like credentials are masked before any record is written. The standard
+library's records (psycopg's pool, the HTTP client) take the same path, and on the journal's
+stream every line starts with its syslog priority (`<4>` …) so `journalctl -p` filters.
 """
 
 from __future__ import annotations
@@ -133,8 +135,34 @@ class LineWriter:
             stream.flush()
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Records go to `stream` (stdout by default, which journald reads for a service)."""
+# syslog priorities by structlog method (and stdlib level) name, for journald's line prefix
+_PRIORITY = {"debug": 7, "info": 6, "msg": 6, "warning": 4, "warn": 4, "error": 3,
+             "exception": 3, "critical": 2, "fatal": 2}
+
+
+def _journald_priority(_logger: Any, method: str, rendered: str) -> str:
+    return f"<{_PRIORITY.get(method, 6)}>{rendered}"
+
+
+class StructlogHandler(logging.Handler):
+    """The standard library's records, formatted by structlog, written by our LineWriter."""
+
+    def __init__(self, writer: LineWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.writer = writer
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.msg(self.format(record))
+        except Exception:  # logging must never raise into the code that logged
+            self.handleError(record)
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None, *,
+              journald: bool = False) -> None:
+    """Records go to `stream` (stdout by default, which journald reads for a service);
+    `journald` prefixes each line with its syslog priority."""
     json_output = fmt == "json" or (fmt == "auto" and not (stream or sys.stdout).isatty())
     writer = LineWriter(None if stream is None or stream is sys.stdout else stream)
     renderer: Any = (
@@ -142,18 +170,31 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         if json_output
         else structlog.dev.ConsoleRenderer()
     )
+    last: list[Any] = [renderer, _journald_priority] if journald else [renderer]
+    common: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _mask_secrets,
+    ]
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _mask_secrets,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        processors=[structlog.contextvars.merge_contextvars, *common, *last],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=True,
     )
+    _route_stdlib(writer, structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *common],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last]),
+        # libraries say at INFO what is routine for them (one line per HTTP request)
+        max(threshold, logging.WARNING))
+
+
+def _route_stdlib(writer: LineWriter, formatter: logging.Formatter, level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, StructlogHandler):
+            root.removeHandler(handler)
+    root.addHandler(StructlogHandler(writer, formatter))
+    root.setLevel(level)

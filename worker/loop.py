@@ -30,6 +30,10 @@ from worker.wakeup import SlotWaker
 
 log = structlog.get_logger("worker.loop")
 
+# seconds beyond the shutdown grace that closing the pool, the listener and the bookkeeper
+# may take; asked of systemd with the grace when the drain starts
+_CLOSE_MARGIN_S = 15.0
+
 
 def session_options(settings: Settings) -> str:
     """Server-side backstops for every worker session: a hung statement or a transaction
@@ -138,7 +142,11 @@ class Worker:
             if on_ready is not None:
                 on_ready()
             await self._stopping.wait()
-            notify("STOPPING=1", "STATUS=draining in-flight jobs")
+            # the drain may take the grace period and then the close: ask systemd for that
+            # much, so a grace longer than TimeoutStopSec is not cut short by SIGKILL
+            extend = int((self.settings.shutdown_grace + _CLOSE_MARGIN_S) * 1_000_000)
+            notify("STOPPING=1", "STATUS=draining in-flight jobs",
+                   f"EXTEND_TIMEOUT_USEC={extend}")
             await self._drain(slots)
         finally:
             await self._close(tasks, bookkeeper, pool)

@@ -6,12 +6,14 @@ Jobs by kind and outcome, job and model latency, gate wait, tokens, and queue de
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import Any
 
 import psycopg
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from worker.errors import ConfigError
 from worker.pgsession import Session
 
 log = structlog.get_logger("worker.metrics")
@@ -55,7 +57,12 @@ def model_called(kind: str, backend: str, model: str, seconds: float, gate: str,
 
 def serve(port: int) -> None:
     """Expose /metrics on loopback only; put a proxy in front to publish it."""
-    start_http_server(port, addr="127.0.0.1")
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc}"
+        raise ConfigError(f"WORKER_METRICS_PORT={port}: 127.0.0.1:{port} {reason}; choose "
+                          "another port, or 0 to serve no metrics") from None
     log.info("metrics_serving", address=f"127.0.0.1:{port}")
 
 

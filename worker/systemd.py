@@ -1,4 +1,5 @@
-"""The systemd notify protocol without systemd: READY, STATUS, STOPPING and watchdog pings.
+"""The systemd notify protocol without systemd: READY, STATUS, STOPPING, EXTEND_TIMEOUT_USEC
+and watchdog pings, plus what the service manager tells a process about itself.
 
 Datagrams to $NOTIFY_SOCKET; with the variable unset every call does nothing.
 """
@@ -14,6 +15,25 @@ from collections.abc import Callable
 import structlog
 
 log = structlog.get_logger("worker.systemd")
+
+
+def under_systemd() -> bool:
+    """Whether this process is a systemd service (systemd sets INVOCATION_ID for each run)."""
+    return bool(os.environ.get("INVOCATION_ID"))
+
+
+def journal_stream(fd: int) -> bool:
+    """Whether descriptor `fd` is the journal's stream. systemd names that stream's device
+    and inode in JOURNAL_STREAM; a child whose output was redirected inherits the variable,
+    so the descriptor itself is compared."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
 
 
 def notify(*lines: str) -> bool:

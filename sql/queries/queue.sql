@@ -85,6 +85,15 @@ SELECT kind, state, jobs, oldest_pending_age
 FROM queue.stats
 ORDER BY kind, state;
 
+-- name: live_workers
+-- Workers with a heartbeat in the last two minutes (the liveness queue.fail_unknown_kinds
+-- uses), with the kinds each runs.
+SELECT worker_id, array_to_string(kinds, ',') AS kinds, started_at,
+       now() - heartbeat_at AS heartbeat_age
+FROM queue.workers
+WHERE heartbeat_at > now() - interval '2 minutes'
+ORDER BY worker_id;
+
 -- name: recent_failures
 SELECT kind, error_code, count(*)::int AS jobs, max(completed_at) AS last_at
 FROM queue.jobs

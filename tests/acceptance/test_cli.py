@@ -73,6 +73,18 @@ def test_a_server_started_by_someone_else_is_left_running(pgdata: Path) -> None:
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
 
 
+def test_under_systemd_no_database_url_is_refused_instead_of_an_embedded_server() -> None:
+    """A unit whose EnvironmentFile lost DATABASE_URL must not start PostgreSQL beside the
+    installation; systemd marks its services with INVOCATION_ID."""
+    for command in (["migrate"], ["run"], ["status"]):
+        result = _cli(*command, env={"INVOCATION_ID": "0123456789abcdef"})
+        assert result.returncode == 3, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "set DATABASE_URL" in lines[0], result.stderr
+    assert not (ROOT / ".data" / "pg.users.json").exists() or not embedded._running_uri(
+        (ROOT / ".data" / "pg").resolve())
+
+
 def test_run_refuses_an_unmigrated_database(empty_dsn: str) -> None:
     result = _cli("run", env={"DATABASE_URL": empty_dsn})
     assert result.returncode == 3

@@ -23,6 +23,7 @@ from tests.support.db import sql as _sql
 from tests.support.procs import ROOT, WorkerProcess, wait_for
 
 UNIT = ROOT / "deploy" / "pg-llm-worker.service"
+MIGRATE_UNIT = ROOT / "deploy" / "pg-llm-worker-migrate.service"
 
 
 def _enqueue(dsn: str, kind: str, payload: str = "{}") -> int:
@@ -34,26 +35,39 @@ def _started(dsn: str, job: int) -> bool:
     return bool(_sql(dsn, "SELECT 1 FROM test_started WHERE job_id = %s", (job,)))
 
 
-def test_the_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, MIGRATE_UNIT], ids=lambda path: path.name)
+def test_the_unit_files_pass_systemd_analyze_verify(tmp_path: Path, unit: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian package `systemd`); "
-                    "the unit file was not verified on this machine")
-    # verify checks that ExecStart exists, so point the unit at this checkout
-    rendered = tmp_path / UNIT.name
-    rendered.write_text(UNIT.read_text().replace("/opt/pg-llm-worker", str(ROOT)))
-    result = subprocess.run([analyze, "verify", str(rendered)], capture_output=True, text=True)
+                    "the unit files were not verified on this machine")
+    # verify checks that ExecStart exists, so point the units at this venv's console script
+    script = Path(sys.executable).with_name("pg-llm-worker")
+    for source in (UNIT, MIGRATE_UNIT):  # the worker unit orders itself after the other
+        (tmp_path / source.name).write_text(source.read_text().replace(
+            "/opt/pg-llm-worker/bin/pg-llm-worker", str(script)))
+    result = subprocess.run([analyze, "verify", str(tmp_path / unit.name)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+def test_the_worker_unit_says_what_operations_rely_on() -> None:
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "KillSignal=SIGTERM",
                  "EnvironmentFile=", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "PrivateTmp=yes"):
+                 "PrivateTmp=yes", "StateDirectory=pg-llm-worker",
+                 "RestartPreventExitStatus=2 3", "SyslogIdentifier=pg-llm-worker",
+                 "ExecStart=/opt/pg-llm-worker/bin/pg-llm-worker run"):
         assert line in text
     stop_timeout = int(text.split("TimeoutStopSec=")[1].split()[0])
     from worker.config import Settings
 
     assert stop_timeout > Settings.model_fields["shutdown_grace"].default
+    migrate = MIGRATE_UNIT.read_text()
+    for line in ("Type=oneshot", "ExecStart=/opt/pg-llm-worker/bin/pg-llm-worker migrate",
+                 "Before=pg-llm-worker.service", "EnvironmentFile=/etc/pg-llm-worker/migrate.env"):
+        assert line in migrate
 
 
 class NotifySocket:
@@ -118,6 +132,13 @@ def test_ready_watchdog_and_stopping_over_a_real_notify_socket(
     assert any(a <= wedge_started + 0.5 and b >= wedge_started + 1.5
                for a, b in itertools.pairwise(pings))
     assert sock.lines("READY=1")[0] < pings[0]
+    # the drain asks systemd for the grace period and a margin, so a WORKER_SHUTDOWN_GRACE
+    # longer than TimeoutStopSec is not cut short by SIGKILL
+    [extend] = [line for _t, line in sock.messages if line.startswith("EXTEND_TIMEOUT_USEC=")]
+    from worker.config import Settings
+
+    grace = Settings.model_fields["shutdown_grace"].default
+    assert int(extend.split("=")[1]) > grace * 1_000_000
 
 
 def test_the_procfile_worker_under_honcho_drains_on_sigterm(dsn: str) -> None:
@@ -125,12 +146,15 @@ def test_the_procfile_worker_under_honcho_drains_on_sigterm(dsn: str) -> None:
     assert honcho.exists(), "honcho is a dev dependency"
     procfile = (ROOT / "Procfile").read_text()
     # exec: the shell honcho starts becomes the worker, so SIGTERM reaches it directly
-    assert procfile.strip() == "worker: exec python -m worker run"
+    assert procfile.strip() == "worker: exec pg-llm-worker run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     env.update({
         "DATABASE_URL": dsn, "WORKER_PLUGINS": "tests.support.kinds", "WORKER_KINDS": "",
         "WORKER_LOG_FORMAT": "json", "WORKER_CONCURRENCY": "test.slow=1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        # a console script's sys.path starts at its own folder, not the working directory:
+        # the checkout is named so the test plugin (and this checkout's worker) is found
+        "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
     })
     proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile")], cwd=ROOT,

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class WorkerProcess:
     def __init__(self, dsn: str | None, *, args: tuple[str, ...] = ("run",),
-                 env: dict[str, str] | None = None, plugins: str = "tests.support.kinds") -> None:
+                 env: dict[str, str] | None = None, plugins: str = "tests.support.kinds",
+                 command: tuple[str, ...] = (sys.executable, "-m", "worker"),
+                 cwd: Path = ROOT) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
         full_env.pop("DATABASE_URL", None)
         if dsn is not None:
@@ -34,7 +36,7 @@ class WorkerProcess:
         })
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", *args], cwd=ROOT, env=full_env,
+            [*command, *args], cwd=cwd, env=full_env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []

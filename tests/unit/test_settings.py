@@ -141,3 +141,14 @@ def test_rate_limits_are_read_and_a_bad_one_is_refused(monkeypatch: pytest.Monke
         load_settings()
     monkeypatch.setenv("WORKER_CHAT_RATE_LIMIT", "500/min")
     assert load_settings().models.chat_rate_limit == "500/min"
+
+
+def test_a_validation_error_names_the_environment_variable() -> None:
+    from worker.config import variable_for
+
+    assert variable_for(("database_url",)) == "DATABASE_URL"
+    assert variable_for(("concurrency", "embedding")) == "WORKER_CONCURRENCY"
+    assert variable_for(("models", "llm_gate_capacity")) == "WORKER_LLM_GATE_CAPACITY"
+    assert variable_for(("models", "openai_api_key")) == "OPENAI_API_KEY"
+    assert variable_for(("evidence", "material_top")) == "WORKER_EVIDENCE_MATERIAL_TOP"
+    assert variable_for(("prompts", "per_kind", "explanation")) == "PROMPT_VERSION_EXPLANATION"

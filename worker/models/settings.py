@@ -22,7 +22,8 @@ def kind_pairs(text: str, what: str) -> dict[str, str]:
     converts the values to the field's type."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     if any(len(pair) != 2 for pair in pairs):
-        raise ValueError(f"expected kind={what} pairs separated by commas")
+        raise ValueError(f"expected kind={what} pairs separated by commas, "
+                         "e.g. embedding=4,explanation=2")
     return {kind.strip(): value.strip() for kind, value in pairs}
 
 

