@@ -75,6 +75,12 @@ class Bookkeeper:
             failed = int(rows[0]["failed"]) if rows else 0
         return int(reruns[0]["enqueued"]) if reruns else 0, failed
 
+    async def maintain(self, retention: dict[str, float]) -> dict[str, int]:
+        """The fleet's chores if they are due and this worker wins the turn
+        (queue.maintenance): what retention deleted, by table; empty otherwise."""
+        rows = await self._session.run("maintenance", retention)
+        return {row["item"]: int(row["deleted"]) for row in rows}
+
     async def deregister(self, worker_id: str) -> None:
         await self._session.run("worker_stopped", {"worker_id": worker_id})
 

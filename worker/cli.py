@@ -224,6 +224,26 @@ def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+def _cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    retention = settings.retention()
+    totals: dict[str, int] = {}
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
+        while True:  # a batch at a time, each its own transaction
+            rows = conn.execute(q("prune"), {**retention, "dry_run": args.dry_run}).fetchall()
+            for row in rows:
+                totals[row["item"]] = totals.get(row["item"], 0) + int(row["deleted"])
+            if args.dry_run or all(int(r["deleted"]) < retention["batch"] for r in rows):
+                break
+    verb = "would delete" if args.dry_run else "deleted"
+    first = " (at most one batch of each)" if args.dry_run else ""
+    print(f"{verb}{first}: " + ", ".join(f"{n} {item}" for item, n in totals.items())
+          + f" (completed after {settings.retain_completed_days:g} days, failed after "
+            f"{settings.retain_failed_days:g}, model calls after "
+            f"{settings.retain_model_calls_days:g}; the latest job of each subject stays)")
+    return EXIT_OK
+
+
 def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
@@ -312,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="let workers claim a paused kind again")
     p.add_argument("kind")
     p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("prune", help="delete finished jobs and model calls past retention")
+    p.add_argument("--dry-run", action="store_true", help="only count what would go")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("backfill", help="enqueue every row that needs work, show progress")
     p.add_argument("target", choices=["embeddings"])

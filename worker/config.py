@@ -174,6 +174,16 @@ class Settings(BaseSettings):
     unknown_kind_grace: float = Field(default=600.0, ge=0)
     heartbeat_interval: float = Field(default=30.0, gt=0)
 
+    # retention: finished jobs (with their attempts) and model calls older than these ages
+    # are deleted, in batches, except the latest job of each subject; model calls are added
+    # to the daily rollup first. One worker of the fleet does it, at most once per
+    # maintenance_interval seconds (0: never; `python -m worker prune` still can)
+    maintenance_interval: float = Field(default=3600.0, ge=0)
+    retain_completed_days: float = Field(default=7.0, ge=1 / 24)
+    retain_failed_days: float = Field(default=30.0, ge=1 / 24)
+    retain_model_calls_days: float = Field(default=90.0, ge=1 / 24)
+    retention_batch: int = Field(default=10_000, ge=1, le=100_000)
+
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     # how long a claim's statement waits for a row lock the application holds (its domain
     # write-backs): past it only that job fails `db_conflict` and is retried; 0 = no limit
@@ -246,6 +256,15 @@ class Settings(BaseSettings):
             raise ValueError("the port is not a number: expected "
                              "postgresql://user:password@host:port/database")
         return value
+
+    def retention(self) -> dict[str, float]:
+        """The retention settings as the maintenance and prune queries take them."""
+        day = 86_400.0
+        return {"every_s": self.maintenance_interval,
+                "completed_s": self.retain_completed_days * day,
+                "failed_s": self.retain_failed_days * day,
+                "calls_s": self.retain_model_calls_days * day,
+                "batch": self.retention_batch}
 
     @field_validator("unknown_kind_grace")
     @classmethod

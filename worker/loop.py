@@ -231,8 +231,8 @@ class Worker:
 
     async def _heartbeat(self, bookkeeper: Bookkeeper) -> None:
         """Keep this worker's row in queue.workers fresh, enqueue reruns whose job had
-        already finished, and sweep jobs of kinds no live worker runs (they would otherwise
-        wait forever)."""
+        already finished, sweep jobs of kinds no live worker runs (they would otherwise
+        wait forever), and take the fleet's turn at retention when it is this worker's."""
         kinds = [kind.name for kind in self.kinds]
         while True:
             try:
@@ -242,6 +242,10 @@ class Worker:
                     log.info("reruns_enqueued", jobs=reruns)
                 if failed:
                     log.warning("unknown_kind_jobs_failed", jobs=failed)
+                if self.settings.maintenance_interval > 0:
+                    pruned = await bookkeeper.maintain(self.settings.retention())
+                    if any(pruned.values()):
+                        log.info("pruned", **pruned)
             except psycopg.Error as exc:
                 log.warning("heartbeat_failed", error=str(exc))
             await asyncio.sleep(self.settings.heartbeat_interval)

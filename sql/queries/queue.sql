@@ -136,5 +136,18 @@ SELECT queue.worker_alive(%(worker_id)s, %(kinds)s, %(started)s);
 -- name: worker_stopped
 SELECT queue.worker_stopped(%(worker_id)s);
 
+-- name: maintenance
+-- Every heartbeat: the fleet's chores, if due and this worker wins the advisory lock
+-- (sql/migrations/0024_retention.sql); no rows otherwise.
+SELECT item, deleted FROM queue.maintenance(
+    make_interval(secs => %(every_s)s), make_interval(secs => %(completed_s)s),
+    make_interval(secs => %(failed_s)s), make_interval(secs => %(calls_s)s), %(batch)s);
+
+-- name: prune
+-- `python -m worker prune`: one batch of retention by the operator, or what it would delete.
+SELECT item, deleted FROM queue.prune(
+    make_interval(secs => %(completed_s)s), make_interval(secs => %(failed_s)s),
+    make_interval(secs => %(calls_s)s), %(batch)s, %(dry_run)s);
+
 -- name: fail_unknown_kinds
 SELECT queue.fail_unknown_kinds(make_interval(secs => %(grace_s)s)) AS failed;

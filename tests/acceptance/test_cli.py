@@ -146,6 +146,21 @@ def test_pause_and_resume_a_kind_through_the_cli(dsn: str) -> None:
     assert "paused" not in _cli("status", env=env).stdout
 
 
+def test_prune_through_the_cli(dsn: str) -> None:
+    env = {"DATABASE_URL": dsn, "WORKER_RETAIN_COMPLETED_DAYS": "2"}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for days in (5, 3, 0):  # the 0-day one is the subject's latest
+            conn.execute("INSERT INTO queue.jobs (kind, subject, status, completed_at) "
+                         "VALUES ('k', 's', 'completed', now() - make_interval(days => %s))",
+                         (days,))
+    dry = _cli("prune", "--dry-run", env=env)
+    assert dry.returncode == 0 and "would delete (at most one batch of each): 2 jobs" in dry.stdout
+    done = _cli("prune", env=env)
+    assert done.returncode == 0 and "deleted: 2 jobs, 0 model_calls" in done.stdout
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM queue.jobs").fetchone() == (1,)
+
+
 def test_status_shows_the_occupancy_of_a_cross_process_gate(dsn: str) -> None:
     import asyncio
 

@@ -87,6 +87,10 @@ MATRIX: list[tuple[str, str, str, bool]] = [
     ("llm_operator", "pause and resume a kind",
      "SELECT queue.pause('embedding'), queue.resume('embedding')", True),
     ("llm_worker", "pause a kind", "SELECT queue.pause('embedding')", False),
+    ("llm_operator", "prune finished jobs past retention", "SELECT * FROM queue.prune()", True),
+    ("llm_worker", "prune with its own ages", "SELECT * FROM queue.prune(interval '1 hour', "
+     "interval '1 hour', interval '1 hour')", False),
+    ("llm_app", "prune finished jobs", "SELECT * FROM queue.prune()", False),
     ("llm_app", "pause a kind", "SELECT queue.pause('embedding')", False),
     ("llm_operator", "insert a question",
      "INSERT INTO app.questions (course_id, question_text) SELECT course_id, 'q' "

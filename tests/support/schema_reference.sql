@@ -910,6 +910,30 @@ $$;
 
 
 --
+-- Name: maintenance(interval, interval, interval, interval, integer); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer DEFAULT 5000) RETURNS TABLE(item text, deleted bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('queue.maintenance')) THEN
+        RETURN;  -- another worker is at it
+    END IF;
+    IF EXISTS (SELECT 1 FROM queue.maintenance_runs
+               WHERE chore = 'prune'
+                 AND last_run_at > now() - greatest(p_every, interval '1 minute')) THEN
+        RETURN;
+    END IF;
+    INSERT INTO queue.maintenance_runs (chore, last_run_at) VALUES ('prune', now())
+    ON CONFLICT (chore) DO UPDATE SET last_run_at = EXCLUDED.last_run_at;
+    RETURN QUERY SELECT * FROM queue.prune(p_completed, p_failed, p_calls, p_batch);
+END;
+$$;
+
+
+--
 -- Name: notify_new_jobs(); Type: FUNCTION; Schema: queue; Owner: -
 --
 
@@ -937,6 +961,87 @@ BEGIN
     INSERT INTO queue.paused_kinds (kind, reason) VALUES (p_kind, left(p_reason, 500))
     ON CONFLICT (kind) DO NOTHING;
     RETURN FOUND;
+END;
+$$;
+
+
+--
+-- Name: prune(interval, interval, interval, integer, boolean); Type: FUNCTION; Schema: queue; Owner: -
+--
+
+CREATE FUNCTION queue.prune(p_completed interval DEFAULT '7 days'::interval, p_failed interval DEFAULT '30 days'::interval, p_calls interval DEFAULT '90 days'::interval, p_batch integer DEFAULT 5000, p_dry_run boolean DEFAULT false) RETURNS TABLE(item text, deleted bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_batch  integer := least(greatest(p_batch, 1), 100000);
+    v_ids    bigint[];
+    v_before date;
+    v_calls  bigint;
+BEGIN
+    IF least(p_completed, p_failed, p_calls) < interval '1 hour' THEN
+        RAISE EXCEPTION 'retention ages must be at least an hour'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_ids FROM (
+        SELECT j.id FROM queue.jobs j
+        WHERE ((j.status IN ('completed', 'skipped')
+                AND j.completed_at < now() - p_completed)
+            OR (j.status IN ('failed', 'cancelled')
+                AND j.completed_at < now() - p_failed))
+          -- the latest job of its subject stays: the domain reads its outcome
+          AND (j.subject IS NULL
+               OR EXISTS (SELECT 1 FROM queue.jobs n
+                          WHERE n.kind = j.kind AND n.subject = j.subject AND n.id > j.id))
+        ORDER BY j.id
+        LIMIT v_batch
+        FOR UPDATE OF j SKIP LOCKED) x;
+    IF NOT p_dry_run AND cardinality(v_ids) > 0 THEN
+        -- a requeued job's link to a deleted one goes with it
+        UPDATE queue.jobs SET requeued_from = NULL
+        WHERE requeued_from = ANY (v_ids) AND NOT (id = ANY (v_ids));
+        DELETE FROM queue.jobs WHERE id = ANY (v_ids);
+    END IF;
+    item := 'jobs'; deleted := cardinality(v_ids); RETURN NEXT;
+
+    -- model calls of the UTC days before the cut: deleted and added to the rollup in one
+    -- statement, so the daily view counts each call once at every moment
+    v_before := ((now() - p_calls) AT TIME ZONE 'UTC')::date;
+    IF p_dry_run THEN
+        SELECT count(*) INTO v_calls FROM (
+            SELECT 1 FROM queue.model_calls
+            WHERE created_at < v_before::timestamp AT TIME ZONE 'UTC' LIMIT v_batch) c;
+    ELSE
+        WITH gone AS (
+            DELETE FROM queue.model_calls
+            WHERE id IN (SELECT id FROM queue.model_calls
+                         WHERE created_at < v_before::timestamp AT TIME ZONE 'UTC'
+                         ORDER BY created_at LIMIT v_batch)
+            RETURNING *
+        ), days AS (
+            INSERT INTO queue.model_usage_rollup AS r
+            SELECT (created_at AT TIME ZONE 'UTC')::date, kind, backend, model, count(*),
+                   count(*) FILTER (WHERE outcome = 'ok'),
+                   count(*) FILTER (WHERE outcome = 'invalid'),
+                   count(*) FILTER (WHERE outcome = 'error'),
+                   coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+                   sum(latency_ms), sum(gate_wait_ms)
+            FROM gone
+            GROUP BY 1, kind, backend, model
+            ON CONFLICT (day, kind, backend, model) DO UPDATE
+            SET calls = r.calls + EXCLUDED.calls,
+                ok_calls = r.ok_calls + EXCLUDED.ok_calls,
+                invalid_calls = r.invalid_calls + EXCLUDED.invalid_calls,
+                error_calls = r.error_calls + EXCLUDED.error_calls,
+                prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
+                completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
+                latency_ms = r.latency_ms + EXCLUDED.latency_ms,
+                gate_wait_ms = r.gate_wait_ms + EXCLUDED.gate_wait_ms
+            RETURNING 1
+        )
+        SELECT count(*) INTO v_calls FROM gone;
+    END IF;
+    item := 'model_calls'; deleted := v_calls; RETURN NEXT;
 END;
 $$;
 
@@ -1681,6 +1786,16 @@ COMMENT ON TABLE queue.kinds_seen IS 'The last time a live worker served each jo
 
 
 --
+-- Name: maintenance_runs; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.maintenance_runs (
+    chore text NOT NULL,
+    last_run_at timestamp with time zone NOT NULL
+);
+
+
+--
 -- Name: migrations; Type: TABLE; Schema: queue; Owner: -
 --
 
@@ -1747,26 +1862,80 @@ ALTER TABLE queue.model_calls ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 
 --
+-- Name: model_usage_rollup; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.model_usage_rollup (
+    day date NOT NULL,
+    kind text NOT NULL,
+    backend text NOT NULL,
+    model text NOT NULL,
+    calls bigint NOT NULL,
+    ok_calls bigint NOT NULL,
+    invalid_calls bigint NOT NULL,
+    error_calls bigint NOT NULL,
+    prompt_tokens bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    latency_ms double precision NOT NULL,
+    gate_wait_ms double precision NOT NULL
+);
+
+
+--
+-- Name: TABLE model_usage_rollup; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.model_usage_rollup IS 'Daily model usage of calls already deleted by queue.prune; queue.model_usage_daily adds it.';
+
+
+--
 -- Name: model_usage_daily; Type: VIEW; Schema: queue; Owner: -
 --
 
 CREATE VIEW queue.model_usage_daily AS
- SELECT ((created_at AT TIME ZONE 'UTC'::text))::date AS day,
+ SELECT day,
     kind,
     backend,
     model,
-    count(*) AS calls,
-    count(*) FILTER (WHERE (outcome = 'ok'::text)) AS ok_calls,
-    count(*) FILTER (WHERE (outcome = 'invalid'::text)) AS invalid_calls,
-    count(*) FILTER (WHERE (outcome = 'error'::text)) AS error_calls,
-    COALESCE(sum(prompt_tokens), (0)::bigint) AS prompt_tokens,
-    COALESCE(sum(completion_tokens), (0)::bigint) AS completion_tokens,
-    (COALESCE(sum(prompt_tokens), (0)::bigint) + COALESCE(sum(completion_tokens), (0)::bigint)) AS total_tokens,
+    (sum(calls))::bigint AS calls,
+    (sum(ok_calls))::bigint AS ok_calls,
+    (sum(invalid_calls))::bigint AS invalid_calls,
+    (sum(error_calls))::bigint AS error_calls,
+    (sum(prompt_tokens))::bigint AS prompt_tokens,
+    (sum(completion_tokens))::bigint AS completion_tokens,
+    ((sum(prompt_tokens) + sum(completion_tokens)))::bigint AS total_tokens,
     sum(latency_ms) AS latency_ms,
-    avg(latency_ms) AS avg_latency_ms,
+    (sum(latency_ms) / (NULLIF(sum(calls), (0)::numeric))::double precision) AS avg_latency_ms,
     sum(gate_wait_ms) AS gate_wait_ms
-   FROM queue.model_calls
-  GROUP BY (((created_at AT TIME ZONE 'UTC'::text))::date), kind, backend, model;
+   FROM ( SELECT ((model_calls.created_at AT TIME ZONE 'UTC'::text))::date AS day,
+            model_calls.kind,
+            model_calls.backend,
+            model_calls.model,
+            count(*) AS calls,
+            count(*) FILTER (WHERE (model_calls.outcome = 'ok'::text)) AS ok_calls,
+            count(*) FILTER (WHERE (model_calls.outcome = 'invalid'::text)) AS invalid_calls,
+            count(*) FILTER (WHERE (model_calls.outcome = 'error'::text)) AS error_calls,
+            COALESCE(sum(model_calls.prompt_tokens), (0)::bigint) AS prompt_tokens,
+            COALESCE(sum(model_calls.completion_tokens), (0)::bigint) AS completion_tokens,
+            sum(model_calls.latency_ms) AS latency_ms,
+            sum(model_calls.gate_wait_ms) AS gate_wait_ms
+           FROM queue.model_calls
+          GROUP BY (((model_calls.created_at AT TIME ZONE 'UTC'::text))::date), model_calls.kind, model_calls.backend, model_calls.model
+        UNION ALL
+         SELECT model_usage_rollup.day,
+            model_usage_rollup.kind,
+            model_usage_rollup.backend,
+            model_usage_rollup.model,
+            model_usage_rollup.calls,
+            model_usage_rollup.ok_calls,
+            model_usage_rollup.invalid_calls,
+            model_usage_rollup.error_calls,
+            model_usage_rollup.prompt_tokens,
+            model_usage_rollup.completion_tokens,
+            model_usage_rollup.latency_ms,
+            model_usage_rollup.gate_wait_ms
+           FROM queue.model_usage_rollup) u
+  GROUP BY day, kind, backend, model;
 
 
 --
@@ -2016,6 +2185,14 @@ ALTER TABLE ONLY queue.kinds_seen
 
 
 --
+-- Name: maintenance_runs maintenance_runs_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.maintenance_runs
+    ADD CONSTRAINT maintenance_runs_pkey PRIMARY KEY (chore);
+
+
+--
 -- Name: jobs max_attempts_bounded; Type: CHECK CONSTRAINT; Schema: queue; Owner: -
 --
 
@@ -2037,6 +2214,14 @@ ALTER TABLE ONLY queue.migrations
 
 ALTER TABLE ONLY queue.model_calls
     ADD CONSTRAINT model_calls_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: model_usage_rollup model_usage_rollup_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.model_usage_rollup
+    ADD CONSTRAINT model_usage_rollup_pkey PRIMARY KEY (day, kind, backend, model);
 
 
 --
@@ -2636,6 +2821,14 @@ GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_operator;
 
 
 --
+-- Name: FUNCTION maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer) TO llm_worker;
+
+
+--
 -- Name: FUNCTION notify_new_jobs(); Type: ACL; Schema: queue; Owner: -
 --
 
@@ -2648,6 +2841,14 @@ REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION queue.pause(p_kind text, p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.pause(p_kind text, p_reason text) TO llm_operator;
+
+
+--
+-- Name: FUNCTION prune(p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_dry_run boolean); Type: ACL; Schema: queue; Owner: -
+--
+
+REVOKE ALL ON FUNCTION queue.prune(p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_dry_run boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.prune(p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_dry_run boolean) TO llm_operator;
 
 
 --
@@ -3275,6 +3476,14 @@ GRANT SELECT ON TABLE queue.kinds_seen TO llm_operator;
 
 
 --
+-- Name: TABLE maintenance_runs; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.maintenance_runs TO llm_worker;
+GRANT SELECT ON TABLE queue.maintenance_runs TO llm_operator;
+
+
+--
 -- Name: TABLE migrations; Type: ACL; Schema: queue; Owner: -
 --
 
@@ -3295,6 +3504,14 @@ GRANT SELECT ON TABLE queue.model_calls TO llm_operator;
 --
 
 GRANT USAGE ON SEQUENCE queue.model_calls_id_seq TO llm_operator;
+
+
+--
+-- Name: TABLE model_usage_rollup; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_worker;
+GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_operator;
 
 
 --
