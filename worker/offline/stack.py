@@ -24,8 +24,9 @@ def apple_silicon() -> bool:
 
 def local_llm(settings: Settings) -> LocalLLM | None:
     """Which offline chat model to run, if any: WORKER_OFFLINE_LLM, else MLX in process on
-    Apple Silicon (or when WORKER_LLM_BACKEND=mlx asks for it) and llama.cpp elsewhere,
-    where it reads prompts ~40x faster than MLX on the CPU (BENCHMARKS.md)."""
+    Apple Silicon (or when WORKER_LLM_BACKEND=mlx asks for it) and llama.cpp elsewhere: on
+    an x86 CPU it read the explanation prompt 7x faster than MLX and wrote 2.9x faster, per
+    thread, and MLX uses one thread (BENCHMARKS.md, section 7)."""
     models = settings.models
     if models.llm_backend == "mlx":
         return None if models.mlx_model else "mlx"
