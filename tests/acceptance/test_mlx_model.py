@@ -2,7 +2,7 @@
 ~/.cache/pg-llm-worker/mlx), run by mlx-lm in process and by mlx_lm.server, through the
 shared gate, with one explanation job each into a real database.
 
-MLX reads about five prompt tokens a second on an x86 CPU, so these use the shortest
+MLX reads 3-5 prompt tokens a second on an x86 CPU, so these use the shortest
 realistic prompt (tests/fixtures/prompts_short) and small max_tokens. They run wherever MLX
 publishes wheels (Linux x86_64, Apple Silicon; `make setup` installs the `mlx` extra there)
 and are skipped, with the reason, elsewhere.

