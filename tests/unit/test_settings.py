@@ -103,6 +103,35 @@ def test_offline_overrides_point_at_the_local_servers_but_keep_explicit_tuning(
     assert settings.evidence.material_top == 5 and settings.evidence.questions_top == 1
 
 
+def test_offline_overrides_run_an_mlx_directory_in_process() -> None:
+    overrides = offline_overrides(None, _server("http://embed/v1"), load_settings(),
+                                  mlx_model=Path("/cache/qwen-mlx"))
+    settings = load_settings(**overrides)
+    assert settings.models.llm_backend == "mlx" and settings.models.mlx_model == "/cache/qwen-mlx"
+    assert settings.models.chat_endpoint() == "mlx" and settings.models.llm_gate_capacity == 1
+    assert settings.models.timeout_for("explanation") == 900.0
+    assert settings.models.embed_base_url == "http://embed/v1"
+
+
+def test_the_offline_chat_model_is_mlx_on_apple_silicon_and_llama_cpp_elsewhere(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.offline import stack
+
+    monkeypatch.setattr(stack, "apple_silicon", lambda: False)
+    assert stack.local_llm(load_settings()) == "llama.cpp"
+    monkeypatch.setattr(stack, "apple_silicon", lambda: True)
+    assert stack.local_llm(load_settings()) == "mlx"
+    # WORKER_OFFLINE_LLM forces either; WORKER_LLM_BACKEND=mlx asks for ours unless it
+    # names a model of its own; a configured chat endpoint means no local LLM
+    monkeypatch.setenv("WORKER_OFFLINE_LLM", "llama.cpp")
+    assert stack.local_llm(load_settings()) == "llama.cpp"
+    assert stack.local_llm(load_settings(offline_llm="mlx")) == "mlx"
+    assert stack.local_llm(load_settings(models={"llm_backend": "mlx"})) == "mlx"
+    assert stack.local_llm(load_settings(models={"llm_backend": "mlx", "mlx_model": "/m"})) is None
+    assert stack.local_llm(load_settings(models={"openai_base_url": "http://h/v1"})) is None
+
+
 def test_with_a_remote_chat_model_only_the_embeddings_are_local() -> None:
     overrides = offline_overrides(None, _server("http://embed/v1"), load_settings())
     settings = load_settings(**overrides)

