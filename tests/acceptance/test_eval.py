@@ -103,6 +103,7 @@ def test_the_report_counts_what_the_pipeline_did(dsn: str, labelled: Path) -> No
     # the parse failure was retried once (max_attempts 2), each attempt with its repair round
     assert (run["parse_fail_attempts"], run["parse_fail_final"]) == (2, 1)
     assert run["truncated"] == 1
+    assert run["failed_attempts"] == {"parse_fail": 2, "guard_fail": 1, "truncated": 1}
     assert (run["capped"], run["cap_rate"]) == (1, 0.5)
     assert (run["citations_per_published"], run["published_citing"]) == (1.5, 2)
     # every chat round trip counted: 2 (+ blind) for pub, long, guard; 4 for parse; 1 for trunc
@@ -141,3 +142,10 @@ def test_a_bad_set_is_one_clear_error_and_exit_2(dsn: str, tmp_path: Path) -> No
     assert result.returncode == 2, result.stdout + result.stderr
     assert "questions.0.answer" in result.stderr and "Traceback" not in result.stderr
     assert testdb.one(dsn, "SELECT count(*) FROM pg_database WHERE datname = 'worker_eval'") == 0
+
+
+def test_a_limit_below_one_is_a_usage_error(dsn: str) -> None:
+    with fake.FakeOpenAI() as model:
+        result = _eval(dsn, model, "--limit", "0")
+    assert result.returncode == 2
+    assert "--limit: must be at least 1" in result.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from worker.config import Settings, load_settings
@@ -30,12 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "one, PROMPT_VERSION_EXPLANATION or latest)")
     parser.add_argument("--verify", choices=["off", "record", "block"], default=None,
                         help="verification mode (default: WORKER_EXPLANATION_VERIFY)")
-    parser.add_argument("--limit", type=int, help="only the set's first N questions")
-    parser.add_argument("--samples", type=int, default=3,
+    parser.add_argument("--limit", type=_count(1), help="only the set's first N questions")
+    parser.add_argument("--samples", type=_count(0), default=3,
                         help="published explanations shown per run (default 3)")
     parser.add_argument("--offline", action="store_true",
                         help="start the offline models on 127.0.0.1, as `run --offline` does")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `least`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}")
+        return value
+
+    return parse
 
 
 def explanations(settings: Settings, args: argparse.Namespace) -> int:
@@ -67,8 +80,12 @@ def _one(settings: Settings, live_dsn: str, labelled: LabelledSet, model: str, v
          verify: str, samples: int) -> report.RunReport:
     result = evaluate(run_settings(settings, version, verify), live_dsn, labelled,
                       f"{model} v{version}")
-    return report.build(model, version, verify, labelled, result.question_ids, result.rows,
+    done = report.build(model, version, verify, labelled, result.question_ids, result.rows,
                         result.wall_s, samples)
+    # a long evaluation keeps what it has measured even if a later run is interrupted
+    print(f"  {model} v{version}: published {done.published}/{done.n}, outcomes "
+          f"{done.outcomes}, {done.wall_s:g} s", file=sys.stderr, flush=True)
+    return done
 
 
 def _remote_chat(settings: Settings) -> bool:

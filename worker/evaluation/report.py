@@ -49,6 +49,8 @@ class RunReport(BaseModel):
     parse_fail_attempts: int
     parse_fail_final: int
     truncated: int
+    # every attempt that did not complete, by its code (timeouts and retries included)
+    failed_attempts: dict[str, int]
     latency_mean_s: float | None
     latency_p95_s: float | None
     prompt_tokens: float | None
@@ -108,6 +110,7 @@ def build(model: str, version: int, verify: str, labelled: LabelledSet,
         parse_fail_attempts=codes.count("parse_fail"),
         parse_fail_final=sum(1 for row in rows if row["error_code"] == "parse_fail"),
         truncated=codes.count("truncated"),
+        failed_attempts=dict(Counter(c for c in codes if c and c != "completed").most_common()),
         latency_mean_s=_mean([row["latency_ms"] / 1000 for row in called]),
         latency_p95_s=p95([row["latency_ms"] / 1000 for row in called]),
         prompt_tokens=_mean([float(row["prompt_tokens"] or 0) for row in called]),
@@ -167,6 +170,7 @@ def _details(r: RunReport) -> list[str]:
         f"  blind agreement     {blind}",
         f"  parse failures      {r.parse_fail_attempts} attempt(s), {r.parse_fail_final} final",
         f"  truncations         {r.truncated}",
+        f"  failed attempts     {_counts(r.failed_attempts)}",
         f"  latency             mean {_num(r.latency_mean_s, ' s')}, "
         f"p95 {_num(r.latency_p95_s, ' s')} per explanation (model time)",
         f"  tokens              prompt {_num(r.prompt_tokens)}, completion "
