@@ -1,4 +1,5 @@
-"""Build hook: the top-level sql/ and prompts/ ship inside the package, as worker/_data/.
+"""Build hook: the top-level sql/, prompts/ and data/eval/ (the evaluation's labelled set)
+ship inside the package, as worker/_data/.
 
 They stay at the top of the repository (the layout the project documents); a wheel carries a
 copy that worker/paths.py finds through importlib.resources. Everything else is pyproject.toml.
@@ -11,11 +12,11 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = ("sql", "prompts")
+SHIPPED = ("sql", "prompts", "data/eval")
 
 
 class BuildWithData(build_py):
-    """build_py, plus a copy of sql/ and prompts/ under worker/_data/ in the build."""
+    """build_py, plus a copy of SHIPPED under worker/_data/ in the build."""
 
     def run(self) -> None:
         super().run()

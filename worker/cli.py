@@ -1,4 +1,4 @@
-"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, the embedded db.
+"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, eval, the db.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 3 configuration or schema problem,
 4 the operation was refused (e.g. the job is running).
@@ -276,6 +276,19 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if not failed else EXIT_FAILURE
 
 
+def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.evaluation import command
+    from worker.evaluation.labelled_set import SetError
+
+    if "log_level" not in settings.model_fields_set:  # the report is the output
+        logs.configure(settings.log_format, "warning", sys.stderr)
+    try:
+        return command.explanations(settings, args)
+    except SetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is not None and args.action in ("start", "stop"):
         raise ConfigError("DATABASE_URL is set; `db start/stop` manage only the embedded server")
@@ -345,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="give up waiting after this many seconds (default 3600)")
     p.set_defaults(func=_cmd_backfill)
+
+    p = sub.add_parser("eval", help="measure a job kind's output on a labelled set")
+    targets = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    e = targets.add_parser("explanations", help="the explanation pipeline per model x prompt "
+                                                "version, in a scratch database")
+    from worker.evaluation.command import add_arguments
+
+    add_arguments(e)
+    e.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL: start, stop, url")
     p.add_argument("action", choices=["start", "stop", "url"])

@@ -6,7 +6,7 @@ Written back only for the content the model saw, and only if its answer matches 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -119,19 +119,23 @@ async def guard(conn: JobConnection, row: dict[str, Any], facts: dict[str, Any],
     key = current["correct_choice"]
     facts = {**facts, "correct_choice": key}
     others = sorted(declared_answers(answer.explanation_md) - {key})
-    problem = None
     if answer.answer_choice != key:
-        problem = (f"the model answered {answer.answer_choice}, the key is {key} "
-                   f"(confidence {answer.confidence})")
-    elif others:
-        problem = (f"the explanation's text names choice {', '.join(map(str, others))} as the "
-                   f"answer, the key is {key} (its answer_choice field says "
-                   f"{answer.answer_choice})")
-    if problem is not None:
-        failed = GuardFailed("guard_fail", problem)
-        failed.details = facts
-        raise failed
+        _refuse("answer_choice", facts, f"the model answered {answer.answer_choice}, the key "
+                                        f"is {key} (confidence {answer.confidence})")
+    if others:
+        _refuse("text_names_other", facts,
+                f"the explanation's text names choice {', '.join(map(str, others))} as the "
+                f"answer, the key is {key} (its answer_choice field says "
+                f"{answer.answer_choice})")
     return facts
+
+
+def _refuse(guard: str, facts: dict[str, Any], problem: str) -> NoReturn:
+    """A guard_fail; the job's result names which guard refused (`guard`), for operators
+    and for `worker eval explanations`."""
+    failed = GuardFailed("guard_fail", problem)
+    failed.details = {**facts, "guard": guard}
+    raise failed
 
 
 async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
@@ -140,8 +144,8 @@ async def write(conn: JobConnection, qid: int, answer: Envelope, model: str,
     return the job's result."""
     text, removed = sanitize(answer.explanation_md)
     if not text:
-        raise GuardFailed("guard_fail", "nothing of the explanation is left once images, "
-                                        f"HTML and links are taken out ({', '.join(removed)})")
+        _refuse("nothing_left", facts, "nothing of the explanation is left once images, "
+                                       f"HTML and links are taken out ({', '.join(removed)})")
     text, capped = cap(text)
     await conn.execute(q("write_explanation"), {"id": qid, "text": text, "model": model})
     return {**facts, "saved_length": len(text), "capped": capped, "removed": removed}

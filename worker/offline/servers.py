@@ -97,9 +97,10 @@ def _serve(name: str, command: list[str], port: int, timeout: float,
 
 
 @contextlib.contextmanager
-def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 4096,
-                 timeout: float = 120) -> Iterator[LocalServer]:
-    """The llama.cpp server of llama-cpp-python[server] serving one GGUF file."""
+def llama_server(model_path: Path, *, alias: str = CHAT_ALIAS, threads: int | None = None,
+                 ctx: int = 4096, timeout: float = 120) -> Iterator[LocalServer]:
+    """The llama.cpp server of llama-cpp-python[server] serving one GGUF file under the
+    model name `alias` (what its replies, and so queue.model_calls, name)."""
     try:
         import llama_cpp  # noqa: F401  # only to fail early with a useful message
     except ImportError as exc:
@@ -108,7 +109,7 @@ def llama_server(model_path: Path, *, threads: int | None = None, ctx: int = 409
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
-               "--model_alias", CHAT_ALIAS,
+               "--model_alias", alias,
                "--n_threads", str(threads or os.cpu_count() or 2)]
     with _serve("llama-server", command, port, timeout) as server:
         yield server
@@ -151,9 +152,11 @@ def mlx_lm_server(model_dir: Path, *, timeout: float = 120) -> Iterator[LocalSer
 
 
 def offline_overrides(chat: LocalServer | None, embed: LocalServer, configured: Settings,
-                      mlx_model: Path | None = None) -> dict[str, dict[str, object]]:
+                      mlx_model: Path | None = None,
+                      chat_model: str = CHAT_ALIAS) -> dict[str, dict[str, object]]:
     """Settings overrides (see load_settings) that point the worker at the local models: the
-    llama.cpp server `chat`, or the MLX directory `mlx_model` run in process. Tuning the
+    llama.cpp server `chat` (serving `chat_model`), or the MLX directory `mlx_model` run in
+    process. Tuning the
     operator set explicitly wins; the addresses of our own servers do not."""
     models: dict[str, object] = {
         "embed_base_url": embed.base_url, "embed_model": EMBED_MODEL, "embed_dim": EMBED_DIM,
@@ -164,7 +167,7 @@ def offline_overrides(chat: LocalServer | None, embed: LocalServer, configured: 
     if chat is not None:
         models |= {
             "openai_base_url": chat.base_url, "openai_api_key": "offline",
-            "llm_model": CHAT_ALIAS,
+            "llm_model": chat_model,
             # llama.cpp constrains output with {"type": "json_object", "schema": …}
             "llm_json_mode": "json_object_schema",
         }

