@@ -77,9 +77,10 @@ class Bookkeeper:
 
     async def maintain(self, retention: dict[str, float]) -> dict[str, int]:
         """The fleet's chores if they are due and this worker wins the turn
-        (queue.maintenance): what retention deleted, by table; empty otherwise."""
+        (queue.maintenance): what each did (rows deleted, embeddings retried); empty when
+        it was not this worker's turn."""
         rows = await self._session.run("maintenance", retention)
-        return {row["item"]: int(row["deleted"]) for row in rows}
+        return {row["item"]: int(row["n"]) for row in rows}
 
     async def deregister(self, worker_id: str) -> None:
         await self._session.run("worker_stopped", {"worker_id": worker_id})

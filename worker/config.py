@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     retain_failed_days: float = Field(default=30.0, ge=1 / 24)
     retain_model_calls_days: float = Field(default=90.0, ge=1 / 24)
     retention_batch: int = Field(default=10_000, ge=1, le=100_000)
+    # failed embeddings set pending again and re-enqueued per maintenance run, at most
+    embedding_retry_cap: int = Field(default=100, ge=0, le=10_000)
 
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     # how long a claim's statement waits for a row lock the application holds (its domain
@@ -269,7 +271,7 @@ class Settings(BaseSettings):
                 "completed_s": self.retain_completed_days * day,
                 "failed_s": self.retain_failed_days * day,
                 "calls_s": self.retain_model_calls_days * day,
-                "batch": self.retention_batch}
+                "batch": self.retention_batch, "retry_cap": self.embedding_retry_cap}
 
     @field_validator("unknown_kind_grace")
     @classmethod

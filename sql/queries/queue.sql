@@ -139,12 +139,13 @@ SELECT queue.worker_stopped(%(worker_id)s);
 -- name: maintenance
 -- Every heartbeat: the fleet's chores, if due and this worker wins the advisory lock
 -- (sql/migrations/0024_retention.sql); no rows otherwise.
-SELECT item, deleted FROM queue.maintenance(
+SELECT item, n FROM queue.maintenance(
     make_interval(secs => %(every_s)s), make_interval(secs => %(completed_s)s),
-    make_interval(secs => %(failed_s)s), make_interval(secs => %(calls_s)s), %(batch)s);
+    make_interval(secs => %(failed_s)s), make_interval(secs => %(calls_s)s), %(batch)s,
+    %(retry_cap)s);
 
 -- name: prune
--- `python -m worker prune`: one batch of retention by the operator, or what it would delete.
+-- `python -m worker prune` (the retention part of the chores only): one batch of retention by the operator, or what it would delete.
 SELECT item, deleted FROM queue.prune(
     make_interval(secs => %(completed_s)s), make_interval(secs => %(failed_s)s),
     make_interval(secs => %(calls_s)s), %(batch)s, %(dry_run)s);

@@ -95,7 +95,7 @@ def test_maintenance_runs_once_per_interval_for_the_whole_fleet(dsn: str) -> Non
         other.execute("SELECT pg_advisory_xact_lock(hashtext('queue.maintenance'))")
         assert sql(dsn, call) == []
     first = sql(dsn, call)
-    assert {r["item"]: r["deleted"] for r in first}["jobs"] == 1
+    assert {r["item"]: r["n"] for r in first}["jobs"] == 1
     _job(dsn, "k", "f", "completed", 8)
     _job(dsn, "k", "f", "completed", 0)
     assert sql(dsn, call) == []  # ran less than an hour ago
@@ -118,3 +118,25 @@ def test_a_worker_prunes_on_its_heartbeat(dsn: str) -> None:
             await until(pruned, message="the heartbeat's prune")
 
     asyncio.run(main())
+
+
+def test_maintenance_retries_failed_embeddings_a_capped_number_at_a_time(dsn: str) -> None:
+    """The design retries embeddings that ended `failed` on its next tick: each maintenance
+    run sets up to its cap of them pending again and enqueues their jobs."""
+    course = sql(dsn, "WITH u AS (INSERT INTO app.users (email) VALUES ('r@x') RETURNING id) "
+                      "INSERT INTO app.courses (user_id, title) SELECT id, 'c' FROM u "
+                      "RETURNING id")[0]["id"]
+    ids = [sql(dsn, "INSERT INTO app.questions (course_id, question_text) VALUES (%s, %s) "
+                    "RETURNING id", (course, f"q{i}"))[0]["id"] for i in range(3)]
+    sql(dsn, "UPDATE queue.jobs SET status = 'failed', completed_at = now() "
+             "WHERE kind = 'embedding'")
+    sql(dsn, "UPDATE app.questions SET embedding_status = 'failed' WHERE id = ANY(%s)", (ids,))
+    call = (f"SELECT * FROM queue.maintenance(interval '1 hour', {AGES}, 10000, 2)")
+    first = {r["item"]: r["n"] for r in sql(dsn, call)}
+    assert first["embeddings_retried"] == 2
+    statuses = sorted(r["embedding_status"] for r in sql(
+        dsn, "SELECT embedding_status FROM app.questions WHERE id = ANY(%s)", (ids,)))
+    assert statuses == ["failed", "pending", "pending"]
+    pending = sql(dsn, "SELECT count(*) AS n FROM queue.jobs WHERE kind = 'embedding' "
+                       "AND status = 'pending'")
+    assert pending == [{"n": 2}]

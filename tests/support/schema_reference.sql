@@ -540,6 +540,46 @@ $$;
 
 
 --
+-- Name: retry_failed_embeddings(integer); Type: FUNCTION; Schema: app; Owner: -
+--
+
+CREATE FUNCTION app.retry_failed_embeddings(p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_limit integer := least(greatest(p_limit, 0), 10000);
+    v_done  integer;
+BEGIN
+    WITH q AS (
+        UPDATE app.questions x SET embedding_status = 'pending'
+        WHERE x.id IN (SELECT y.id FROM app.questions y
+                       WHERE y.embedding_status = 'failed' AND y.deleted_at IS NULL
+                       ORDER BY y.id LIMIT v_limit)
+        RETURNING x.id
+    ), c AS (
+        UPDATE app.document_chunks x SET embedding_status = 'pending'
+        WHERE x.id IN (SELECT y.id FROM app.document_chunks y
+                       JOIN app.documents d ON d.id = y.document_id
+                       WHERE y.embedding_status = 'failed' AND d.deleted_at IS NULL
+                       ORDER BY y.id LIMIT v_limit - (SELECT count(*) FROM q))
+        RETURNING x.id
+    ), jobs AS (
+        SELECT queue.enqueue('embedding', 'question:' || q.id,
+                             jsonb_build_object('source', 'question', 'id', q.id)) AS id
+        FROM q
+        UNION ALL
+        SELECT queue.enqueue('embedding', 'chunk:' || c.id,
+                             jsonb_build_object('source', 'chunk', 'id', c.id))
+        FROM c
+    )
+    SELECT count(*) INTO v_done FROM jobs;
+    RETURN v_done;
+END;
+$$;
+
+
+--
 -- Name: similar_questions(bigint, integer); Type: FUNCTION; Schema: app; Owner: -
 --
 
@@ -910,13 +950,16 @@ $$;
 
 
 --
--- Name: maintenance(interval, interval, interval, interval, integer); Type: FUNCTION; Schema: queue; Owner: -
+-- Name: maintenance(interval, interval, interval, interval, integer, integer); Type: FUNCTION; Schema: queue; Owner: -
 --
 
-CREATE FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer DEFAULT 5000) RETURNS TABLE(item text, deleted bigint)
+CREATE FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer DEFAULT 5000, p_retry_cap integer DEFAULT 100) RETURNS TABLE(item text, n bigint)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
+DECLARE
+    v_hook record;
+    v_n    integer;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('queue.maintenance')) THEN
         RETURN;  -- another worker is at it
@@ -928,9 +971,15 @@ BEGIN
     END IF;
     INSERT INTO queue.maintenance_runs (chore, last_run_at) VALUES ('prune', now())
     ON CONFLICT (chore) DO UPDATE SET last_run_at = EXCLUDED.last_run_at;
-    RETURN QUERY SELECT * FROM queue.prune(p_completed, p_failed, p_calls, p_batch);
+    RETURN QUERY SELECT p.item, p.deleted
+                 FROM queue.prune(p_completed, p_failed, p_calls, p_batch) p;
+    FOR v_hook IN SELECT h.item, h.hook FROM queue.periodic_hooks h ORDER BY h.item LOOP
+        -- regproc prints as a quoted, schema-qualified name: nothing of a row is spliced
+        EXECUTE format('SELECT %s($1)', v_hook.hook) INTO v_n USING p_retry_cap;
+        item := v_hook.item; n := v_n; RETURN NEXT;
+    END LOOP;
 END;
-$$;
+$_$;
 
 
 --
@@ -1981,6 +2030,23 @@ COMMENT ON TABLE queue.paused_kinds IS 'Job kinds no worker claims until queue.r
 
 
 --
+-- Name: periodic_hooks; Type: TABLE; Schema: queue; Owner: -
+--
+
+CREATE TABLE queue.periodic_hooks (
+    item text NOT NULL,
+    hook regproc NOT NULL
+);
+
+
+--
+-- Name: TABLE periodic_hooks; Type: COMMENT; Schema: queue; Owner: -
+--
+
+COMMENT ON TABLE queue.periodic_hooks IS 'Chores queue.maintenance runs once per interval: item -> function(cap integer) returns integer.';
+
+
+--
 -- Name: rate_events; Type: TABLE; Schema: queue; Owner: -
 --
 
@@ -2245,6 +2311,14 @@ ALTER TABLE queue.jobs
 --
 
 COMMENT ON CONSTRAINT payload_bounded ON queue.jobs IS 'a job payload is at most 64 KiB of JSON text and nested at most 31 levels deep';
+
+
+--
+-- Name: periodic_hooks periodic_hooks_pkey; Type: CONSTRAINT; Schema: queue; Owner: -
+--
+
+ALTER TABLE ONLY queue.periodic_hooks
+    ADD CONSTRAINT periodic_hooks_pkey PRIMARY KEY (item);
 
 
 --
@@ -2729,6 +2803,13 @@ GRANT ALL ON FUNCTION app.request_weakness_analysis(p_quiz_id bigint) TO llm_app
 
 
 --
+-- Name: FUNCTION retry_failed_embeddings(p_limit integer); Type: ACL; Schema: app; Owner: -
+--
+
+REVOKE ALL ON FUNCTION app.retry_failed_embeddings(p_limit integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION similar_questions(p_question_id bigint, p_k integer); Type: ACL; Schema: app; Owner: -
 --
 
@@ -2821,11 +2902,11 @@ GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_operator;
 
 
 --
--- Name: FUNCTION maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer); Type: ACL; Schema: queue; Owner: -
+-- Name: FUNCTION maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_retry_cap integer); Type: ACL; Schema: queue; Owner: -
 --
 
-REVOKE ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer) TO llm_worker;
+REVOKE ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_retry_cap integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION queue.maintenance(p_every interval, p_completed interval, p_failed interval, p_calls interval, p_batch integer, p_retry_cap integer) TO llm_worker;
 
 
 --
@@ -3536,6 +3617,14 @@ GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
 
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_worker;
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_operator;
+
+
+--
+-- Name: TABLE periodic_hooks; Type: ACL; Schema: queue; Owner: -
+--
+
+GRANT SELECT ON TABLE queue.periodic_hooks TO llm_worker;
+GRANT SELECT ON TABLE queue.periodic_hooks TO llm_operator;
 
 
 --
