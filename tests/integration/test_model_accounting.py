@@ -21,6 +21,7 @@ from worker.models.client import ModelClient
 from worker.models.errors import ModelFinal, ModelRetryable
 from worker.models.gate import Gate
 from worker.models.openai_backend import OpenAIChat, OpenAIEmbedder, make_client
+from worker.models.ratelimit import LimitReached, RateLimit
 from worker.models.types import CallContext, CompletionRequest, Message
 
 
@@ -378,3 +379,37 @@ def test_a_kind_over_its_daily_token_budget_is_deferred_until_the_window_resets(
 
     asyncio.run(main())
     assert len(fake.requests) == 2  # the deferred call never reached the server
+
+
+def test_a_request_past_the_shared_limit_is_snoozed_without_being_sent(
+    fake: fo.FakeOpenAI, dsn: str, conn: psycopg.Connection[dict[str, Any]]
+) -> None:
+    """With a rate limit of one request per minute and no time to wait for a slot, the
+    second call leaves as a snooze (`rate_limited`, due when the slot frees) through the
+    OpenAI SDK as our own exception: nothing reaches the server, nothing is recorded."""
+    job_id, attempt_id = _job_and_attempt(conn, "explanation")
+    ctx = CallContext(kind="explanation", job_id=job_id, attempt_id=attempt_id)
+    fake.script(fo.chat_json({"answer": 4}), fo.chat_json({"answer": 4}))
+
+    async def main() -> None:
+        client = _client(fake, dsn)
+        limit = RateLimit("fake endpoint", 60.0, requests=1)
+        client.chat_limit = limit
+        client.rate_limit_max_wait = 0.0
+        try:
+            await client.complete(REQUEST, ctx)
+            with pytest.raises(LimitReached) as caught:
+                await client.complete(REQUEST, ctx)
+            assert caught.value.code == "rate_limited"
+            # the limiter counts over the window plus what it keeps in hand (63 s here)
+            assert caught.value.delay is not None
+            assert 0 < caught.value.delay <= limit.counted_window
+            assert "1 requests per 60 s" in caught.value.message
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert len(fake.requests) == 1
+    calls = conn.execute(b"SELECT count(*) AS n FROM queue.model_calls WHERE job_id = %s",
+                         (job_id,)).fetchone()
+    assert calls == {"n": 1}
