@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import psycopg
 import structlog
 
 from worker.models.ratelimit import RateLimit
@@ -105,7 +106,7 @@ class Accountant:
         """The server answered 429: hold the whole fleet's requests to `key` back."""
         try:
             await self._session.run("rate_block", {"key": key, "seconds": seconds})
-        except Exception as exc:  # best effort: each worker still snoozes its own job
+        except psycopg.Error as exc:  # best effort: each worker still snoozes its own job
             log.warning("rate_block_failed", key=key, error=f"{type(exc).__name__}: {exc}")
 
     async def aclose(self) -> None:

@@ -135,16 +135,19 @@ class _Bounded(httpx2.AsyncByteStream):
         seen = 0
         async for chunk in self._stream:
             for part in self._decoded(chunk, self._limit - seen):
-                seen += len(part)
-                if seen > self._limit:
-                    raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
-                                        "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+                seen = self._counted(seen, part)
                 yield part
         if self._inflate is not None and (rest := self._inflate.flush()):
-            if seen + len(rest) > self._limit:
-                raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
-                                    "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+            self._counted(seen, rest)
             yield rest
+
+    def _counted(self, seen: int, part: bytes) -> int:
+        """The bytes read so far with `part`; ReplyTooLarge past the limit."""
+        seen += len(part)
+        if seen > self._limit:
+            raise ReplyTooLarge(f"the server's reply passed {self._limit} bytes; "
+                                "the rest was not read (WORKER_MAX_REPLY_BYTES)")
+        return seen
 
     def _decoded(self, chunk: bytes, room: int) -> Iterator[bytes]:
         if self._inflate is None:
