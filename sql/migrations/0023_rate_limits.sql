@@ -31,6 +31,7 @@ CREATE FUNCTION queue.rate_take(p_key text, p_requests integer, p_tokens_max int
 RETURNS float8
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_key     text := left(p_key, 500);
     v_now     timestamptz;
     v_since   timestamptz;
     v_blocked timestamptz;
@@ -38,21 +39,21 @@ DECLARE
     v_sum     bigint;
     v_free_at timestamptz;
 BEGIN
-    INSERT INTO queue.rate_limiters (key) VALUES (left(p_key, 500)) ON CONFLICT DO NOTHING;
+    INSERT INTO queue.rate_limiters (key) VALUES (v_key) ON CONFLICT DO NOTHING;
     SELECT blocked_until INTO v_blocked FROM queue.rate_limiters
-    WHERE key = left(p_key, 500) FOR UPDATE;
+    WHERE key = v_key FOR UPDATE;
     v_now := clock_timestamp();  -- after the wait for the row, if there was one
     v_since := v_now - make_interval(secs => p_window);
     IF v_blocked > v_now THEN
         RETURN extract(epoch FROM v_blocked - v_now);
     END IF;
-    DELETE FROM queue.rate_events WHERE key = left(p_key, 500) AND at <= v_since;
+    DELETE FROM queue.rate_events WHERE key = v_key AND at <= v_since;
     SELECT count(*), coalesce(sum(tokens), 0) INTO v_count, v_sum
-    FROM queue.rate_events WHERE key = left(p_key, 500);
+    FROM queue.rate_events WHERE key = v_key;
     IF (p_requests IS NULL OR v_count < p_requests)
        AND (p_tokens_max IS NULL OR v_sum + p_tokens <= p_tokens_max OR v_count = 0) THEN
         INSERT INTO queue.rate_events (key, at, tokens)
-        VALUES (left(p_key, 500), v_now, greatest(p_tokens, 0));
+        VALUES (v_key, v_now, greatest(p_tokens, 0));
         RETURN 0;
     END IF;
     -- the earliest moment enough of the window's events have aged out: the oldest event
@@ -61,7 +62,7 @@ BEGIN
     FROM (SELECT at,
                  count(*) OVER (ORDER BY at ROWS UNBOUNDED PRECEDING) AS gone,
                  sum(tokens) OVER (ORDER BY at ROWS UNBOUNDED PRECEDING) AS gone_tokens
-          FROM queue.rate_events WHERE key = left(p_key, 500)) e
+          FROM queue.rate_events WHERE key = v_key) e
     WHERE (p_requests IS NULL OR v_count - e.gone < p_requests)
       AND (p_tokens_max IS NULL OR v_sum - e.gone_tokens + p_tokens <= p_tokens_max
            OR e.gone = v_count);
