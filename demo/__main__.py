@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from worker import logs
 from worker.config import Settings, load_settings, secret_values
 from worker.db import check_server, connect, database_url
+from worker.material import Document, insert_course
 from worker.migrate import migrate, settings_variables
 from worker.offline.model_file import MODELS
 from worker.queries import parse
@@ -57,13 +58,9 @@ def load_sample(conn: Conn, path: Path = SAMPLE) -> dict[str, Any]:
 
     user = one("insert_user", email=data["user"]["email"],
                display_name=data["user"].get("display_name"))
-    course = one("insert_course", user_id=user, title=data["course"]["title"])
-    for doc in data["documents"]:
-        doc_id = one("insert_document", course_id=course, title=doc["title"],
-                     content="\n\n".join(doc["chunks"]), ai_summary=doc.get("ai_summary"))
-        for index, chunk in enumerate(doc["chunks"]):
-            conn.execute(Q["insert_chunk"], {"document_id": doc_id, "chunk_index": index,
-                                             "content": chunk})
+    course, _ = insert_course(conn, user, data["course"]["title"], (
+        Document(doc["title"], doc["chunks"], doc.get("ai_summary"))
+        for doc in data["documents"]))
     questions: dict[str, int] = {}
     blank = {"choice_1": None, "choice_2": None, "choice_3": None, "choice_4": None,
              "correct_choice": None, "reference_answer": None, "max_score": None,

@@ -4,17 +4,6 @@
 -- name: insert_user
 INSERT INTO app.users (email, display_name) VALUES (%(email)s, %(display_name)s) RETURNING id;
 
--- name: insert_course
-INSERT INTO app.courses (user_id, title) VALUES (%(user_id)s, %(title)s) RETURNING id;
-
--- name: insert_document
-INSERT INTO app.documents (course_id, title, content, ai_summary)
-VALUES (%(course_id)s, %(title)s, %(content)s, %(ai_summary)s) RETURNING id;
-
--- name: insert_chunk
-INSERT INTO app.document_chunks (document_id, chunk_index, content)
-VALUES (%(document_id)s, %(chunk_index)s, %(content)s);
-
 -- name: insert_question
 INSERT INTO app.questions (course_id, question_type, question_text, choice_1, choice_2,
                            choice_3, choice_4, correct_choice, reference_answer, max_score,

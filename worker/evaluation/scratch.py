@@ -15,6 +15,7 @@ from worker.config import Settings
 from worker.db import check_server, connect
 from worker.errors import ConfigError
 from worker.evaluation.labelled_set import LabelledSet
+from worker.material import Document, insert_course
 from worker.migrate import migrate, settings_variables
 from worker.queries import q
 
@@ -70,15 +71,9 @@ def _load(conn: psycopg.Connection[dict[str, Any]], labelled: LabelledSet) -> Lo
         assert row is not None, f"{name} returned no id"
         return int(row["id"])
 
-    course = one("eval_insert_course", user_id=one("eval_insert_user"), title=labelled.course)
-    chunks = 0
-    for doc in labelled.documents:
-        doc_id = one("eval_insert_document", course_id=course, title=doc.title,
-                     content="\n\n".join(doc.chunks), ai_summary=doc.summary)
-        for index, chunk in enumerate(doc.chunks):
-            conn.execute(q("eval_insert_chunk"), {"document_id": doc_id, "chunk_index": index,
-                                                  "content": chunk})
-            chunks += 1
+    course, chunks = insert_course(
+        conn, one("eval_insert_user"), labelled.course,
+        (Document(doc.title, doc.chunks, doc.summary) for doc in labelled.documents))
     ids = {item.id: one("eval_insert_question", course_id=course,
                         question_text=item.question_text, correct_choice=item.answer,
                         subject=item.topic,
