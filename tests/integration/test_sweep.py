@@ -121,8 +121,11 @@ def test_swept_explanation_and_embedding_jobs_reset_their_rows(dsn: str) -> None
     sql(dsn, "UPDATE queue.jobs SET created_at = now() - interval '1 hour'")
 
     async def main() -> None:
+        # no periodic maintenance here: its embedding retry (app.retry_failed_embeddings) sets
+        # a failed embedding pending again, which would race the assertion below; that retry
+        # has its own tests (tests/integration/test_retention.py)
         async with running_worker(dsn, _registry(), unknown_kind_grace=GRACE,
-                                  heartbeat_interval=0.1):
+                                  heartbeat_interval=0.1, maintenance_interval=0):
             await _fleet_up_for_the_grace(dsn)
             await until(lambda: _rows(dsn, "SELECT 1 FROM queue.jobs WHERE status = 'pending' "
                                            "HAVING count(*) = 0"), message="all swept")
