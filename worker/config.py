@@ -6,6 +6,7 @@ Every variable is listed, with its default and meaning, in docs/operations.md an
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -195,8 +196,10 @@ class Settings(BaseSettings):
     # minute if that is longer (the offline models' long timeouts)
     idle_in_tx_timeout_ms: int | None = Field(default=None, ge=0)
 
-    # 0 = no metrics endpoint; otherwise Prometheus metrics on 127.0.0.1:<port>
+    # 0 = no HTTP endpoint; otherwise Prometheus metrics, /healthz and /readyz on
+    # <metrics_addr>:<port> (worker/exposition.py); an IP address, loopback by default
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_addr: str = "127.0.0.1"
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
@@ -279,6 +282,15 @@ class Settings(BaseSettings):
         if 0 < value < 60:
             raise ValueError("0 (never) or at least 60 seconds")
         return value
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip().strip("[]")))
+        except ValueError:
+            raise ValueError("an IP address to listen on, e.g. 127.0.0.1 (the default), "
+                             "::1, or 0.0.0.0 for every interface") from None
 
     @field_validator("log_level", mode="before")
     @classmethod

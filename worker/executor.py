@@ -172,7 +172,11 @@ class Executor:
                 return 0
             if len(rows) >= kind.batch_size:
                 waker.wake_one()  # another slot of the kind claims while these run
-            await self._run_claimed(conn, kind, rows, waker)
+            metrics.in_flight(kind.name, len(rows))
+            try:
+                await self._run_claimed(conn, kind, rows, waker)
+            finally:
+                metrics.in_flight(kind.name, -len(rows))
             return len(rows)
 
     # -- the claim's steps, in order ----------------------------------------------------------
@@ -330,7 +334,7 @@ class Executor:
                               error=str(exc))
         self._emit("finished", (job.id,))
         seconds = time.monotonic() - started
-        metrics.job_finished(job.kind, outcome.attempt_outcome, seconds)
+        metrics.job_finished(job.kind, outcome.attempt_outcome, outcome.error_code, seconds)
         _log_outcome(job, outcome, seconds)
 
     # -- helpers ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from worker import metrics
 from worker.db import aconnect
 from worker.queries import q
 
@@ -78,6 +79,7 @@ class Listener:
                     await self._consume(conn)
             except psycopg.OperationalError as exc:
                 self.listening.clear()
+                metrics.listener_reconnecting()
                 log.warning("listen_connection_lost", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

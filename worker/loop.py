@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -23,6 +23,8 @@ from worker.config import Settings
 from worker.db import register_vector_types
 from worker.errors import ConfigError, OwnershipLost
 from worker.executor import Conn, EventHook, Executor
+from worker.exposition import Exposition
+from worker.health import Health
 from worker.listener import Listener
 from worker.registry import JobKind, Registry
 from worker.systemd import notify, watchdog, watchdog_interval
@@ -77,10 +79,12 @@ class Worker:
     def __init__(
         self, settings: Settings, dsn: str, registry: Registry, *,
         on_event: EventHook | None = None,
+        model_answers: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         """`on_event`: a debug hook that sees each job pass the executor's steps, with a
         time.monotonic() stamp (worker.executor.EventHook); the bench's pickup trace uses
-        it. Unset, it costs one check per step."""
+        it. Unset, it costs one check per step. `model_answers`: asks the model endpoint
+        whether it answers ("" when it does) for /readyz; none: no model to ask."""
         self.dsn = dsn
         self.kinds: list[JobKind] = registry.configured(settings.concurrency, settings.batch_size)
         self.settings = checked_timeouts(settings, self.kinds)
@@ -90,6 +94,9 @@ class Worker:
         self._on_event = on_event
         self.ready = asyncio.Event()
         self.listener: Listener | None = None
+        self._model_answers = model_answers
+        self.health: Health | None = None  # with the metrics endpoint only
+        self.exposition: Exposition | None = None
 
     def wake(self, kind: str | None) -> None:
         """A NOTIFY for `kind` (or for every kind, when None) arrived: one idle slot of the
@@ -138,6 +145,8 @@ class Worker:
             tasks += self._start_helpers(bookkeeper)
             slots = self._start_slots(pool, bookkeeper)
             tasks += slots
+            if self.health is not None:
+                self.health.running = lambda: self._healthy(slots, listen_task)
             tasks += self._announce_ready(slots, listen_task)
             if on_ready is not None:
                 on_ready()
@@ -175,13 +184,20 @@ class Worker:
         )
 
     def _start_helpers(self, bookkeeper: Bookkeeper) -> list[asyncio.Task[None]]:
-        """The heartbeat, and the queue-depth gauge when metrics are served."""
+        """The heartbeat; with metrics served, the HTTP endpoint (worker/exposition.py),
+        the loop's tick /healthz reads, and the model check /readyz reports."""
         helpers = [asyncio.create_task(self._heartbeat(bookkeeper), name="heartbeat")]
         if self.settings.metrics_port:
-            metrics.serve(self.settings.metrics_port)
-            helpers.append(asyncio.create_task(
-                metrics.refresh_queue_depth(self.dsn, session_options(self.settings)),
-                name="metrics"))
+            options = session_options(self.settings)
+            self.health = health = Health(self.dsn, options)
+            self.exposition = Exposition(self.settings.metrics_addr, self.settings.metrics_port,
+                                         health, self.dsn, options)
+            helpers.append(asyncio.create_task(health.tick(), name="tick"))
+            if self._model_answers is None:
+                health.model = ""  # no model kinds: nothing to wait for
+            else:
+                helpers.append(asyncio.create_task(health.watch_model(self._model_answers),
+                                                   name="model-check"))
         return helpers
 
     def _start_slots(
@@ -225,6 +241,10 @@ class Worker:
             await bookkeeper.deregister(self.settings.worker_id)
         await bookkeeper.close()
         await pool.close()
+        if self.exposition is not None:
+            await asyncio.to_thread(self.exposition.close)
+        if self.health is not None:
+            await asyncio.to_thread(self.health.close)
         log.info("worker_stopped", worker_id=self.settings.worker_id)
 
     # -- what runs meanwhile ------------------------------------------------------------------
@@ -265,6 +285,7 @@ class Worker:
                 failures = 0
             except (psycopg.OperationalError, psycopg.InterfaceError, OwnershipLost) as exc:
                 failures += 1
+                metrics.claim_failed(kind.name)
                 delay = min(0.05 * 2**failures, 5.0)
                 log.warning("claim_failed", kind=kind.name, error=str(exc), retry_in=delay)
                 await self._pause(delay)

@@ -1,89 +1,197 @@
-"""Prometheus metrics, served on 127.0.0.1 when WORKER_METRICS_PORT is set.
+"""Prometheus metrics: what this process did, and (on its own path) what the queue holds.
 
-Jobs by kind and outcome, job and model latency, gate wait, tokens, and queue depth.
+Two registries, so a fleet exports no series twice:
+
+- `/metrics` — this process: jobs by kind and outcome, jobs in flight, model calls by kind,
+  outcome and error code, latency, gate wait, tokens, claim failures, listener reconnects,
+  build info. Scrape it on every worker.
+- `/metrics/queue` — the fleet's queue, read from the database when scraped (never on a
+  timer): jobs by kind and state, oldest due pending job, live workers per kind, paused
+  kinds. Every worker serves it; scrape it from one target (or a few, deduplicated by the
+  rules): the numbers are the database's, not the worker's.
+
+The HTTP side (and /healthz, /readyz) is worker/exposition.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
+import platform
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
 from typing import Any
 
 import psycopg
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from worker.errors import ConfigError
-from worker.pgsession import Session
+from worker.models.settings import LONGEST_TIMEOUT_S
+from worker.queries import q
 
 log = structlog.get_logger("worker.metrics")
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# up to the longest timeout a model call may have, and for jobs (a built-in kind may take
+# two calls' timeouts and a margin) to twice that and more
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+                   240, 480, 900, 1800, LONGEST_TIMEOUT_S)
+JOB_BUCKETS = (*LATENCY_BUCKETS, 2 * LONGEST_TIMEOUT_S, 4 * LONGEST_TIMEOUT_S)
 
-JOBS = Counter("worker_jobs_total", "Jobs finished, by kind and outcome", ["kind", "outcome"])
+PROCESS = CollectorRegistry()
+
+JOBS = Counter("worker_jobs_total",
+               "Attempts finished, by kind, outcome (completed, retry, failed, skipped, "
+               "snoozed, ...) and error code", ["kind", "outcome", "error_code"],
+               registry=PROCESS)
 JOB_SECONDS = Histogram("worker_job_duration_seconds", "Handler time per job", ["kind"],
-                        buckets=_LATENCY_BUCKETS)
+                        buckets=JOB_BUCKETS, registry=PROCESS)
+IN_FLIGHT = Gauge("worker_jobs_in_flight", "Jobs this worker has claimed and not finished",
+                  ["kind"], registry=PROCESS)
+CLAIM_FAILURES = Counter("worker_claim_failures_total",
+                         "Claims that failed on the database (the slot retries)", ["kind"],
+                         registry=PROCESS)
+LISTENER_RECONNECTS = Counter("worker_listener_reconnects_total",
+                              "LISTEN connections lost and opened again", registry=PROCESS)
+MODEL_CALLS = Counter("worker_model_calls_total",
+                      "Model calls by job kind, backend, outcome and error code (429s are "
+                      "error_code=rate_limited)", ["kind", "backend", "outcome", "error_code"],
+                      registry=PROCESS)
 MODEL_SECONDS = Histogram("worker_model_latency_seconds", "Model call latency",
-                          ["backend", "model"], buckets=_LATENCY_BUCKETS)
+                          ["backend", "model"], buckets=LATENCY_BUCKETS, registry=PROCESS)
 GATE_WAIT_SECONDS = Histogram("worker_gate_wait_seconds", "Time waiting for a model gate",
-                              ["gate"], buckets=_LATENCY_BUCKETS)
-TOKENS = Counter("worker_tokens_total", "Model tokens", ["kind", "model", "type"])
-QUEUE_DEPTH = Gauge("worker_queue_jobs", "Jobs in the queue by kind and live state",
-                    ["kind", "state"])
-OLDEST_PENDING = Gauge("worker_queue_oldest_pending_seconds",
-                       "Age of the oldest due pending job", ["kind"])
+                              ["gate"], buckets=LATENCY_BUCKETS, registry=PROCESS)
+TOKENS = Counter("worker_tokens_total", "Model tokens", ["kind", "model", "type"],
+                 registry=PROCESS)
+BUILD_INFO = Gauge("worker_build_info", "Always 1: the versions this worker runs",
+                   ["version", "python", "psycopg", "libpq"], registry=PROCESS)
 
 
-_job_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+def _version() -> str:
+    try:
+        return metadata.version("pg-llm-worker")
+    except metadata.PackageNotFoundError:  # a checkout run without installing it
+        return "unknown"
 
 
-def job_finished(kind: str, outcome: str, seconds: float) -> None:
+BUILD_INFO.labels(_version(), platform.python_version(), psycopg.__version__,
+                  str(psycopg.pq.version())).set(1)
+
+_job_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def job_finished(kind: str, outcome: str, error_code: str | None, seconds: float) -> None:
     # labels() takes a lock and builds a key on every call; a job's pair is looked up once
-    children = _job_children.get((kind, outcome))
+    key = (kind, outcome, error_code or "")
+    children = _job_children.get(key)
     if children is None:
-        children = _job_children[kind, outcome] = (JOBS.labels(kind, outcome),
-                                                     JOB_SECONDS.labels(kind))
+        children = _job_children[key] = (JOBS.labels(*key), JOB_SECONDS.labels(kind))
     children[0].inc()
     children[1].observe(seconds)
 
 
-def model_called(kind: str, backend: str, model: str, seconds: float, gate: str,
-                 gate_wait: float, prompt_tokens: int, completion_tokens: int) -> None:
+def in_flight(kind: str, jobs: int) -> None:
+    """`jobs` more (or, negative, fewer) of the kind's jobs held by this worker."""
+    IN_FLIGHT.labels(kind).inc(jobs)
+
+
+def claim_failed(kind: str) -> None:
+    CLAIM_FAILURES.labels(kind).inc()
+
+
+def listener_reconnecting() -> None:
+    LISTENER_RECONNECTS.inc()
+
+
+def model_called(kind: str, backend: str, model: str, outcome: str, error_code: str | None,
+                 seconds: float, gate: str, gate_wait: float, prompt_tokens: int,
+                 completion_tokens: int) -> None:
+    MODEL_CALLS.labels(kind, backend, outcome, error_code or "").inc()
     MODEL_SECONDS.labels(backend, model).observe(seconds)
     GATE_WAIT_SECONDS.labels(gate).observe(gate_wait)
     TOKENS.labels(kind, model, "prompt").inc(prompt_tokens)
     TOKENS.labels(kind, model, "completion").inc(completion_tokens)
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on loopback only; put a proxy in front to publish it."""
-    try:
-        start_http_server(port, addr="127.0.0.1")
-    except OSError as exc:
-        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc}"
-        raise ConfigError(f"WORKER_METRICS_PORT={port}: 127.0.0.1:{port} {reason}; choose "
-                          "another port, or 0 to serve no metrics") from None
-    log.info("metrics_serving", address=f"127.0.0.1:{port}")
+class QueueCollector(Collector):
+    """The queue gauges, read when scraped: one query per scrape (at most one per
+    `min_interval` seconds however many scrapers ask), on a connection of its own opened
+    on first use. A database that cannot answer gives `worker_queue_up 0` and no other
+    series, never a failed scrape."""
+
+    def __init__(self, dsn: str, options: str = "", min_interval: float = 5.0) -> None:
+        self._dsn = dsn
+        self._options = options
+        self._min_interval = min_interval
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self._min_interval:
+                self._cached = (now, self._read())
+            families = self._cached[1]
+        yield from families
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # read only when scraped, never at registration
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _read(self) -> list[GaugeMetricFamily]:
+        try:
+            rows = self._query()
+        except psycopg.Error as exc:
+            log.warning("queue_metrics_failed", error=str(exc))
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            return [queue_up(0)]
+        return [queue_up(1), *queue_families(*rows)]
+
+    def _query(self) -> tuple[list[dict[str, Any]], ...]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=5,
+                application_name="worker:metrics", options=self._options,
+                row_factory=psycopg.rows.dict_row)
+        conn = self._conn
+        return (conn.execute(q("stats")).fetchall(),
+                conn.execute(q("live_workers_by_kind")).fetchall(),
+                conn.execute(q("paused_kinds")).fetchall())
 
 
-async def refresh_queue_depth(dsn: str, options: str, every: float = 10.0) -> None:
-    """Keep the queue gauges current from queue.stats, on a connection of its own."""
-    session = Session(dsn, "worker:metrics", options=options)
-    try:
-        while True:
-            try:
-                _set_queue_depth(await session.run("stats"))
-            except psycopg.Error as exc:
-                log.warning("metrics_refresh_failed", error=str(exc))
-            await asyncio.sleep(every)
-    finally:
-        await session.aclose()
+def queue_up(value: int) -> GaugeMetricFamily:
+    up = GaugeMetricFamily("worker_queue_up", "1 when the queue gauges could be read")
+    up.add_metric([], value)
+    return up
 
 
-def _set_queue_depth(rows: list[dict[str, Any]]) -> None:
-    QUEUE_DEPTH.clear()
-    OLDEST_PENDING.clear()
-    for row in rows:
-        QUEUE_DEPTH.labels(row["kind"], row["state"]).set(row["jobs"])
+def queue_families(stats: list[dict[str, Any]], live: list[dict[str, Any]],
+              paused: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
+    jobs = GaugeMetricFamily("worker_queue_jobs", "Jobs in the queue by kind and live state",
+                             labels=["kind", "state"])
+    oldest = GaugeMetricFamily("worker_queue_oldest_pending_seconds",
+                               "Age of the oldest due pending job", labels=["kind"])
+    for row in stats:
+        jobs.add_metric([row["kind"], row["state"]], row["jobs"])
         if row["oldest_pending_age"] is not None:
-            OLDEST_PENDING.labels(row["kind"]).set(row["oldest_pending_age"].total_seconds())
+            oldest.add_metric([row["kind"]], row["oldest_pending_age"].total_seconds())
+    workers = GaugeMetricFamily(
+        "worker_queue_live_workers",
+        "Workers with a heartbeat in the last two minutes that run the kind (0: a kind with "
+        "jobs waiting and nobody to run them)", labels=["kind"])
+    for row in live:
+        workers.add_metric([row["kind"]], row["workers"])
+    pauses = GaugeMetricFamily("worker_queue_paused", "1 while the kind is paused",
+                               labels=["kind"])
+    for row in paused:
+        pauses.add_metric([row["kind"]], 1)
+    return [jobs, oldest, workers, pauses]

@@ -34,7 +34,8 @@ async def assembled_worker(settings: Settings, dsn: str,
             if kinds.embedding.KIND in enabled:
                 await kinds.probe_embedding_dimension(client, dimension)
             kinds.register_builtin(registry, enabled, settings, client)
-        yield Worker(settings, dsn, registry)
+        yield Worker(settings, dsn, registry,
+                     model_answers=client.answers if client is not None else None)
     finally:
         if client is not None:
             await client.aclose()

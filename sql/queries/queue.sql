@@ -94,6 +94,22 @@ FROM queue.workers
 WHERE heartbeat_at > now() - interval '2 minutes'
 ORDER BY worker_id;
 
+-- name: live_workers_by_kind
+-- For each kind a live worker runs or a pending job waits for: how many live workers run
+-- it (the liveness of live_workers). 0 with jobs waiting: nobody will run them.
+WITH live AS (
+    SELECT unnest(kinds) AS kind
+    FROM queue.workers
+    WHERE heartbeat_at > now() - interval '2 minutes'
+)
+SELECT k.kind, count(l.kind)::int AS workers
+FROM (SELECT kind FROM live
+      UNION
+      SELECT DISTINCT kind FROM queue.jobs WHERE status = 'pending') k
+LEFT JOIN live l USING (kind)
+GROUP BY k.kind
+ORDER BY k.kind;
+
 -- name: recent_failures
 SELECT kind, error_code, count(*)::int AS jobs, max(completed_at) AS last_at
 FROM queue.jobs

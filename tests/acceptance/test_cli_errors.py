@@ -40,6 +40,8 @@ BAD_SETTINGS = [
     ({"WORKER_LOG_LEVEL": "verbose"}, "WORKER_LOG_LEVEL", "debug"),
     ({"WORKER_LLM_GATE_CAPACITY": "0"}, "WORKER_LLM_GATE_CAPACITY", "greater than or equal"),
     ({"WORKER_POLL_INTERVAL": "soon"}, "WORKER_POLL_INTERVAL", "number"),
+    ({"WORKER_METRICS_ADDR": "localhost"}, "WORKER_METRICS_ADDR", "an IP address"),
+    ({"WORKER_LLM_TIMEOUTS": "explanation=7200"}, "WORKER_LLM_TIMEOUTS", "at most 3600"),
     ({"DATABASE_URL": ""}, "DATABASE_URL", "unset it"),
     ({"DATABASE_URL": "postgresql://u:S3cretPw42@db:notaport/app"}, "DATABASE_URL", "port"),
 ]

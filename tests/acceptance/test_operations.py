@@ -235,7 +235,8 @@ def test_no_secret_reaches_the_logs(dsn: str, tmp_path: Path) -> None:
             _enqueue(dsn, "test.flaky", payload)
         wait_for(lambda: len(proc.events("job_failed")) >= 2, message="failures logged")
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        assert b'worker_jobs_total{kind="test.flaky",outcome="failed"}' in page
+        assert b'worker_jobs_total{error_code="bad_input",kind="test.flaky",outcome="failed"}' \
+            in page
         # a database outage while running: the reconnect errors are logged too
         _sql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                   "WHERE usename = 'worker_pw'")

@@ -88,6 +88,9 @@ class HeldChat:
         self.inside: list[asyncio.Event] = []
         self.most_inside = 0
 
+    async def answers(self) -> str:
+        return ""
+
     async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
         self.arrived += 1
         async with trip.hold():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -23,13 +23,15 @@ AConn = psycopg.AsyncConnection[dict[str, Any]]
 
 @contextlib.asynccontextmanager
 async def running_worker(dsn: str, registry: Registry, *, on_event: EventHook | None = None,
+                         model_answers: Callable[[], Awaitable[str]] | None = None,
                          **overrides: Any) -> AsyncIterator[Worker]:
     values: dict[str, Any] = {
         "database_url": dsn, "worker_id": f"test-{uuid.uuid4().hex[:6]}", "poll_interval": 0.3,
         "shutdown_grace": 5.0, "retry_base": 0.05, "retry_cap": 0.2,
     }
     values.update(overrides)
-    worker = Worker(Settings(**values), dsn, registry, on_event=on_event)
+    worker = Worker(Settings(**values), dsn, registry, on_event=on_event,
+                    model_answers=model_answers)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -43,6 +43,11 @@ class ChatBackend(Protocol):
 
     async def start(self) -> None: ...
 
+    async def answers(self) -> str:
+        """Empty when the model answers (a server replied, an in-process model is loaded),
+        else why not, in one line."""
+        ...
+
     async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply: ...
 
     async def aclose(self) -> None: ...
@@ -59,6 +64,8 @@ class EmbeddingBackend(Protocol):
     ) -> tuple[list[list[float]], str, Usage]: ...
 
     async def start(self) -> None: ...
+
+    async def answers(self) -> str: ...
 
     async def aclose(self) -> None: ...
 
@@ -116,10 +123,20 @@ class ModelClient:
             if backend is not None:
                 await backend.start()
 
+    async def answers(self) -> str:
+        """Empty when every backend answers, else why the first that does not."""
+        for backend in (self.chat_backend, self.embedder):
+            if backend is not None:
+                reason = await backend.answers()
+                if reason:
+                    return f"{backend.backend} {backend.model}: {reason}"
+        return ""
+
     # -- accounting ---------------------------------------------------------------------------
 
     async def _record(self, rec: CallRecord) -> None:
-        metrics.model_called(rec.kind, rec.backend, rec.model, rec.latency_ms / 1000,
+        metrics.model_called(rec.kind, rec.backend, rec.model, rec.outcome, rec.error_code,
+                             rec.latency_ms / 1000,
                              rec.gate or "", rec.gate_wait_ms / 1000, rec.prompt_tokens or 0,
                              rec.completion_tokens or 0)
         log.info("model_call", kind=rec.kind, job_id=rec.job_id, attempt_id=rec.attempt_id,

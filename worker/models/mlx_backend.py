@@ -174,6 +174,9 @@ class MlxChat:
         if self._loaded is None:
             await self._thread.run(self._load)
 
+    async def answers(self) -> str:
+        return "" if self._loaded is not None else "the model is not loaded"
+
     def _load(self, _stop: threading.Event) -> None:
         # runs on the MLX thread, so calls are serial; assigned here, not by the awaiting
         # coroutine, so a load outlasting a cancelled caller is still kept

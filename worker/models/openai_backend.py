@@ -202,6 +202,22 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+_ANSWER_WAIT_S = 5.0
+
+
+async def server_answers(client: AsyncOpenAI) -> str:
+    """Empty when the server answers `GET /models` at all: any HTTP status counts (some servers
+    do not serve the list; mlx_lm.server fails it without a Hugging Face cache), only no
+    answer does not."""
+    try:
+        await client.with_options(timeout=_ANSWER_WAIT_S, max_retries=0).models.list()
+    except openai.APIStatusError:
+        return ""
+    except openai.APIError as exc:  # no connection, a timeout, a reply that is not JSON
+        return f"{type(exc).__name__}: {exc.message}"[:200]
+    return ""
+
+
 def _api_message(exc: openai.APIError) -> str:
     return f"{type(exc).__name__}: {exc.message}"
 
@@ -291,6 +307,9 @@ class OpenAIChat:
     async def start(self) -> None:
         """Nothing to load: the model is the server's."""
 
+    async def answers(self) -> str:
+        return await server_answers(self.client)
+
     async def chat(self, request: CompletionRequest[Any], trip: RoundTrip) -> RawReply:
         """One round trip. `trip` bounds it: cancelling the await closes the HTTP connection
         before this returns."""
@@ -347,6 +366,9 @@ class OpenAIEmbedder:
 
     async def start(self) -> None:
         """Nothing to load: the model is the server's."""
+
+    async def answers(self) -> str:
+        return await server_answers(self.client)
 
     async def embed(
         self, texts: Sequence[str], role: str | None, trip: RoundTrip

@@ -15,6 +15,9 @@ from worker.models.types import JsonMode
 DEFAULT_TIMEOUTS = {"explanation": 30.0, "embedding": 15.0}
 OPENAI_API_URL = "https://api.openai.com/v1"
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+# the longest timeout a model call or a job kind may have: the metrics histograms' top
+# finite bucket (worker/metrics.py), so a slow call is never only "+Inf"
+LONGEST_TIMEOUT_S = 3600.0
 
 
 def kind_pairs(text: str, what: str) -> dict[str, str]:
@@ -69,7 +72,8 @@ class ModelSettings(BaseModel):
     llm_timeouts: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_TIMEOUTS)
     )
-    llm_timeout_default: float = Field(default=60.0, gt=0)
+    # at most an hour (LONGEST_TIMEOUT_S, the metrics histograms' top bucket)
+    llm_timeout_default: float = Field(default=60.0, gt=0, le=LONGEST_TIMEOUT_S)
     # per job kind, tokens (prompt + completion) its calls may use per UTC day, e.g.
     # "explanation=2000000,weakness_analysis=500000"; unset kinds have no limit
     daily_token_budget: dict[str, int] = Field(default_factory=dict)
@@ -108,8 +112,9 @@ class ModelSettings(BaseModel):
     @field_validator("llm_timeouts")
     @classmethod
     def _positive(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(seconds <= 0 for seconds in value.values()):
-            raise ValueError("timeouts must be positive")
+        if any(not 0 < seconds <= LONGEST_TIMEOUT_S for seconds in value.values()):
+            raise ValueError(f"timeouts must be positive and at most {LONGEST_TIMEOUT_S:g} "
+                             "seconds")
         return value
 
     def timeout_for(self, kind: str) -> float:
