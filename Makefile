@@ -19,7 +19,7 @@ EXTRAS := dev,offline$(if $(filter Linux-x86_64 Darwin-arm64,$(PLATFORM)),$(comm
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos \
-	constraints
+	constraints soak
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -70,6 +70,9 @@ demo: $(STAMP) ## the whole system end to end on the offline models (no key, no 
 
 bench: $(STAMP) ## benchmarks vs procrastinate and pgqueuer (30-50 min); rewrites BENCHMARKS.md tables
 	bench/run.sh $(BENCH_ARGS)
+
+soak: $(STAMP) ## 30 minutes of short jobs beside long claims, four variants side by side (SOAK_ARGS)
+	cd bench && ../$(BIN)/python soak.py $(SOAK_ARGS)
 
 chaos: $(STAMP) ## full-size reliability scenarios (~5 min): kill loop, restarts, cuts, faults
 	CHAOS_FULL=1 $(BIN)/pytest tests/reliability -m chaos -v -s --timeout 900
