@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg.conninfo import make_conninfo
 
 from tests.support.db import sql
 from tests.support.procs import WorkerProcess, wait_for
@@ -35,14 +36,19 @@ def _total(port: int, name: str) -> float:
 
 
 def test_an_outage_shows_as_listener_reconnects_and_claim_failures(dsn: str) -> None:
+    """As the least-privilege role: its rights are enough for /readyz and /metrics/queue."""
+    sql(dsn, "CREATE ROLE metrics_login LOGIN IN ROLE llm_worker")
     port = _free_port()
-    proc = WorkerProcess(dsn, env={"WORKER_METRICS_PORT": str(port),
-                                   "WORKER_METRICS_ADDR": "127.0.0.1"})
+    proc = WorkerProcess(make_conninfo(dsn, user="metrics_login"),
+                         env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"})
     try:
         proc.wait_ready()
         status, body = _get(port, "/readyz")
         assert status == 200, body
         assert json.loads(body)["model"] == "answered"  # test kinds only: no model to ask
+        queue = _get(port, "/metrics/queue")[1]
+        assert "worker_queue_up 1.0" in queue
+        assert 'worker_queue_live_workers{kind="test.effect"} 1.0' in queue
         assert _total(port, "worker_listener_reconnects_total") == 0
         # every session of the worker is cut, as a server restart or a failover would
         sql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
