@@ -152,3 +152,15 @@ def test_bad_names_kinds_and_payloads_are_refused(dsn: str, name: str, kind: str
                                                   payload: str) -> None:
     with pytest.raises((psycopg.errors.InvalidParameterValue, psycopg.errors.CheckViolation)):
         _schedule(dsn, name, "* * * * *", kind=kind, payload=payload)
+
+
+def test_a_tick_with_nothing_due_writes_nothing(dsn: str) -> None:
+    """Every worker calls it every heartbeat: when no slot is due it must not take an xid
+    (it would hold back vacuum's horizon however briefly, and burn xids all day)."""
+    _schedule(dsn, "every-minute", "* * * * *")
+    _fire(dsn, T0)
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        assert conn.execute("SELECT * FROM queue.fire_schedules(%s)",
+                            (T0 + timedelta(seconds=30),)).fetchall() == []
+        row = conn.execute("SELECT pg_current_xact_id_if_assigned() AS xid").fetchone()
+        assert row is not None and row["xid"] is None

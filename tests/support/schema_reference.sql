@@ -1074,9 +1074,10 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('queue.fire_schedules')) THEN
         RETURN;
     END IF;
+    -- read without locking: a tick with nothing due writes nothing and takes no xid
     FOR v_s IN SELECT s.name, s.kind, s.cron, s.payload,
                       greatest(s.declared_at, s.last_fired_at) AS after
-               FROM queue.schedules s ORDER BY s.name FOR UPDATE SKIP LOCKED LOOP
+               FROM queue.schedules s ORDER BY s.name LOOP
         BEGIN
             v_slot := queue.cron_latest(v_s.cron, v_s.after, p_now);
         EXCEPTION WHEN invalid_parameter_value THEN
@@ -1084,6 +1085,13 @@ BEGIN
             CONTINUE;
         END;
         CONTINUE WHEN v_slot IS NULL;
+        -- due: lock the row, and go on only if no one re-declared it since it was read
+        PERFORM 1 FROM queue.schedules s
+        WHERE s.name = v_s.name AND s.kind = v_s.kind AND s.cron = v_s.cron
+          AND s.payload = v_s.payload
+          AND greatest(s.declared_at, s.last_fired_at) = v_s.after
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         v_job := queue.enqueue(v_s.kind, v_s.name || ':'
                                || to_char(v_slot AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"'),
                                v_s.payload);
