@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from worker.job import Job
@@ -81,6 +82,12 @@ class Bookkeeper:
         it was not this worker's turn."""
         rows = await self._session.run("maintenance", retention)
         return {row["item"]: int(row["n"]) for row in rows}
+
+    async def fire_schedules(self) -> list[str]:
+        """The cron schedules' due slots enqueued, when this worker wins the turn
+        (queue.fire_schedules): each as name:slot (the job's subject)."""
+        rows = await self._session.run("fire_schedules", {})
+        return [f"{row['name']}:{row['slot'].astimezone(UTC):%Y-%m-%dT%H:%MZ}" for row in rows]
 
     async def deregister(self, worker_id: str) -> None:
         await self._session.run("worker_stopped", {"worker_id": worker_id})

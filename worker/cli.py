@@ -1,4 +1,4 @@
-"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, eval, the db.
+"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, schedules, eval, db.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 3 configuration or schema problem,
 4 the operation was refused (e.g. the job is running).
@@ -127,6 +127,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         _require_schema(conn)
         stats = conn.execute(q("stats")).fetchall()
         paused = conn.execute(q("paused_kinds")).fetchall()
+        schedules = conn.execute(q("schedules")).fetchall()
         try:
             failures = conn.execute(q("recent_failures"), {"since": args.since}).fetchall()
         except psycopg.errors.DataError:
@@ -138,7 +139,8 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     capacity = model_settings.llm_gate_capacity
     shared = model_settings.llm_gate_cross_process
     if args.json:
-        report = {"jobs": stats, "paused": paused, "failures": failures, "workers": workers,
+        report = {"jobs": stats, "paused": paused, "schedules": schedules,
+                  "failures": failures, "workers": workers,
                   "gate": {"name": gate, "capacity": capacity, "cross_process": shared,
                            "held": (held["held"] if held else 0) if shared else None}}
         print(json.dumps(report, default=_plain, ensure_ascii=False, indent=2))
@@ -150,6 +152,10 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if paused:
         print("\npaused kinds (no worker claims them; `resume KIND` to go on):")
         _print_table(paused, ["kind", "paused_at", "paused_by", "reason"])
+    if schedules:
+        print("\nschedules (cron in UTC; `unschedule NAME` to remove):")
+        _print_table(schedules, ["name", "kind", "cron", "last_fired_at", "last_job_id",
+                                 "last_job_status"])
     if shared:
         print(f"\nmodel gate {gate}: {held['held'] if held else 0}/{capacity} slots in use "
               "across all workers")
@@ -221,6 +227,38 @@ def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{args.kind} resumed: its workers were notified")
         return EXIT_OK
     print(f"{args.kind} was not paused; nothing changed")
+    return EXIT_REFUSED
+
+
+def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        raise UsageError(f"--payload is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError("--payload must be a JSON object, e.g. '{\"course_id\": 7}'")
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
+        try:
+            row = conn.execute(q("schedule"), {"name": args.name, "kind": args.kind,
+                                               "cron": args.cron,
+                                               "payload": json.dumps(payload)}).fetchone()
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.CheckViolation) as exc:
+            raise UsageError(exc.diag.message_primary or str(exc)) from None
+    verb = "scheduled" if row and row["created"] else "rescheduled"
+    print(f"{args.name} {verb}: a {args.kind} job at {args.cron!r} (UTC), enqueued by the "
+          "workers' heartbeat")
+    return EXIT_OK
+
+
+def _cmd_unschedule(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
+        _require_schema(conn)
+        row = conn.execute(q("unschedule"), {"name": args.name}).fetchone()
+    if row and row["removed"]:
+        print(f"{args.name} unscheduled; jobs it already enqueued stay")
+        return EXIT_OK
+    print(f"no schedule named {args.name}; nothing changed")
     return EXIT_REFUSED
 
 
@@ -345,6 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="let workers claim a paused kind again")
     p.add_argument("kind")
     p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("schedule", help="enqueue a kind's job on a cron schedule (UTC)")
+    p.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
+    p.add_argument("kind", help="the job kind to enqueue")
+    p.add_argument("cron", help="five fields, e.g. '0 3 * * *', or @hourly, @daily…")
+    p.add_argument("--payload", default="{}", help="the jobs' payload, a JSON object")
+    p.set_defaults(func=_cmd_schedule)
+
+    p = sub.add_parser("unschedule", help="remove a cron schedule")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_unschedule)
 
     p = sub.add_parser("prune", help="delete finished jobs and model calls past retention")
     p.add_argument("--dry-run", action="store_true", help="only count what would go")

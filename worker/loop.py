@@ -252,7 +252,8 @@ class Worker:
     async def _heartbeat(self, bookkeeper: Bookkeeper) -> None:
         """Keep this worker's row in queue.workers fresh, enqueue reruns whose job had
         already finished, sweep jobs of kinds no live worker runs (they would otherwise
-        wait forever), and take the fleet's turn at retention when it is this worker's."""
+        wait forever), enqueue the cron schedules' due slots, and take the fleet's turn at
+        retention when it is this worker's."""
         kinds = [kind.name for kind in self.kinds]
         while True:
             try:
@@ -262,6 +263,9 @@ class Worker:
                     log.info("reruns_enqueued", jobs=reruns)
                 if failed:
                     log.warning("unknown_kind_jobs_failed", jobs=failed)
+                fired = await bookkeeper.fire_schedules()
+                if fired:
+                    log.info("schedules_fired", slots=fired)
                 if self.settings.maintenance_interval > 0:
                     pruned = await bookkeeper.maintain(self.settings.retention())
                     if any(pruned.values()):

@@ -138,6 +138,26 @@ SELECT kind, paused_at, paused_by, coalesce(reason, '') AS reason
 FROM queue.paused_kinds
 ORDER BY kind;
 
+-- name: schedule
+-- `python -m worker schedule`: declare or replace a cron schedule (migration 0026).
+SELECT queue.schedule(%(name)s, %(kind)s, %(cron)s, %(payload)s::jsonb) AS created;
+
+-- name: unschedule
+SELECT queue.unschedule(%(name)s) AS removed;
+
+-- name: schedules
+-- `status`: every schedule, with its last slot and that slot's job.
+SELECT s.name, s.kind, s.cron, s.payload::text AS payload, s.last_fired_at, s.last_job_id,
+       j.status AS last_job_status
+FROM queue.schedules s
+LEFT JOIN queue.jobs j ON j.id = s.last_job_id
+ORDER BY s.name;
+
+-- name: fire_schedules
+-- Every heartbeat: enqueue the schedules' due slots, if this worker wins the turn; what it
+-- enqueued (sql/migrations/0026_schedules.sql).
+SELECT name, slot, job_id FROM queue.fire_schedules();
+
 -- name: listen
 LISTEN queue_jobs;
 

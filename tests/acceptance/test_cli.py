@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,7 +123,8 @@ def test_operator_commands_through_the_cli(dsn: str) -> None:
     assert missing.returncode == 4 and "does not exist" in missing.stderr
     usage = _cli("requeue", env=env)
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) <= 2
-    for command in ("run", "migrate", "status", "requeue", "cancel", "backfill", "db"):
+    for command in ("run", "migrate", "status", "requeue", "cancel", "backfill", "db",
+                    "schedule", "unschedule"):
         helped = _cli(command, "--help", env=env)
         assert helped.returncode == 0 and "usage:" in helped.stdout
 
@@ -144,6 +146,34 @@ def test_pause_and_resume_a_kind_through_the_cli(dsn: str) -> None:
     not_paused = _cli("resume", "embedding", env=env)
     assert not_paused.returncode == 4 and "was not paused" in not_paused.stdout
     assert "paused" not in _cli("status", env=env).stdout
+
+
+def test_schedule_and_unschedule_through_the_cli(dsn: str) -> None:
+    env = {"DATABASE_URL": dsn}
+    made = _cli("schedule", "nightly", "embedding", "0 3 * * *", "--payload",
+                '{"course_id": 7}', env=env)
+    assert made.returncode == 0 and "nightly scheduled" in made.stdout, made.stderr
+    again = _cli("schedule", "nightly", "embedding", "@daily", env=env)
+    assert again.returncode == 0 and "nightly rescheduled" in again.stdout
+    status = _cli("status", env=env)
+    assert "schedules" in status.stdout and "@daily" in status.stdout
+    report = json.loads(_cli("status", "--json", env=env).stdout)
+    assert [(s["name"], s["kind"], s["cron"]) for s in report["schedules"]] == [
+        ("nightly", "embedding", "@daily")]
+    for bad, phrase in ((["x", "embedding", "61 * * * *"], "outside 0-59"),
+                        (["x", "embedding", "* * *"], "five fields"),
+                        (["x y", "embedding", "* * * * *"], "schedule name"),
+                        (["x", "embedding", "* * * * *", "--payload", "[1]"], "JSON object"),
+                        (["x", "embedding", "* * * * *", "--payload", "{"], "not JSON")):
+        refused = _cli("schedule", *bad, env=env)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and phrase in lines[0], refused
+        assert lines[0].startswith("python -m worker schedule: error: "), lines[0]
+    removed = _cli("unschedule", "nightly", env=env)
+    assert removed.returncode == 0 and "nightly unscheduled" in removed.stdout
+    gone = _cli("unschedule", "nightly", env=env)
+    assert gone.returncode == 4 and "no schedule named nightly" in gone.stdout
+    assert "schedules" not in _cli("status", env=env).stdout
 
 
 def test_prune_through_the_cli(dsn: str) -> None:

@@ -92,6 +92,18 @@ MATRIX: list[tuple[str, str, str, bool]] = [
      "interval '1 hour', interval '1 hour')", False),
     ("llm_app", "prune finished jobs", "SELECT * FROM queue.prune()", False),
     ("llm_app", "pause a kind", "SELECT queue.pause('embedding')", False),
+    ("llm_operator", "declare and remove a cron schedule",
+     "SELECT queue.schedule('nightly', 'embedding', '0 3 * * *'), "
+     "queue.unschedule('nightly')", True),
+    ("llm_worker", "declare a cron schedule",
+     "SELECT queue.schedule('nightly', 'embedding', '0 3 * * *')", False),
+    ("llm_app", "declare a cron schedule",
+     "SELECT queue.schedule('nightly', 'embedding', '0 3 * * *')", False),
+    ("llm_worker", "fire the due schedules", "SELECT * FROM queue.fire_schedules()", True),
+    ("llm_worker", "fire schedules at a time of its choosing",
+     "SELECT * FROM queue.fire_schedules('infinity')", False),
+    ("llm_worker", "move a schedule's last slot into the future",
+     "UPDATE queue.schedules SET last_fired_at = 'infinity'", False),
     ("llm_operator", "insert a question",
      "INSERT INTO app.questions (course_id, question_text) SELECT course_id, 'q' "
      "FROM app.questions WHERE id = {question}", False),

@@ -111,3 +111,41 @@ def test_without_a_configured_limit_429s_snooze_jobs_instead_of_failing_them(
                                              "server_429s": server.refused,
                                              "snoozes": sum(int(str(r["snoozed"]))
                                                             for r in rows)})
+
+
+def test_a_reply_with_no_requests_left_holds_another_worker_process_until_the_reset(
+        dsn: str, model: fake.FakeOpenAI, fleets: Callable[..., Fleet]) -> None:
+    """The first worker's reply says (x-ratelimit-*) that no request is left for RESET
+    seconds. That worker stops; a second process, started afresh, gets the next job: its
+    request waits for the reset, which only PostgreSQL (queue.rate_limiters) remembers."""
+    reset = 10.0
+    first_reply = fake.chat_json(envelope(2))
+    first_reply.headers = {"x-ratelimit-limit-requests": "500",
+                           "x-ratelimit-remaining-requests": "0",
+                           "x-ratelimit-reset-requests": f"{reset:g}s"}
+    model.script(first_reply)
+    model.fallback["chat"] = lambda request: fake.chat_json(envelope(2))
+    course = Course(dsn)
+    env = model_env(model, WORKER_CHAT_RATE_LIMIT="1000/min",
+                    WORKER_RATE_LIMIT_MAX_WAIT="60")
+    one_fleet = fleets(dsn, env)
+    one_fleet.start(1)
+    first_job = course.request(course.add(1, key=2))
+    try:
+        wait_terminal(dsn, [first_job], 60, one_fleet)
+    finally:
+        one_fleet.stop()
+    other = fleets(dsn, env)
+    other.start(1)
+    second_job = course.request(course.add(2, key=2))
+    try:
+        wait_terminal(dsn, [second_job], 60, other)
+    finally:
+        other.stop()
+    chats = [r for r in model.requests if r.endpoint == "chat"]
+    assert len(chats) == 2 and chats[0].ended is not None
+    waited = chats[1].started - chats[0].ended
+    report("rate_limit", "headers", SEED, {"reset_s": reset, "next_request_after_s": waited})
+    assert waited >= reset * 0.9, waited
+    assert [r["status"] for r in sql(dsn, "SELECT status FROM queue.jobs WHERE id = ANY(%s)",
+                                     ([first_job, second_job],))] == ["completed"] * 2

@@ -164,7 +164,8 @@ class ModelClient:
         """One round trip, for the backend to hold: inside `gate`, bounded by `deadline`
         seconds once inside (the wait at the gate does not count), after a slot of the
         endpoint's `limit`. A failed one is recorded, then re-raised; one that never passed
-        its gate is refused. A 429 holds the fleet's requests to the endpoint back."""
+        its gate is refused. A 429, or a reply whose x-ratelimit-* headers say nothing is
+        left, holds the fleet's requests to the endpoint back."""
         trip = RoundTrip(gate, deadline, pace=self._pacer(limit, tokens))
         try:
             yield trip
@@ -189,6 +190,19 @@ class ModelClient:
         if not trip.held:
             raise ConfigError(f"a {backend} call was answered without passing its gate "
                               f"{gate.name!r}")
+        await self._honour_headers(trip, limit, tokens)
+
+    async def _honour_headers(self, trip: RoundTrip, limit: RateLimit | None,
+                              tokens: int) -> None:
+        """A reply whose x-ratelimit-* headers say the endpoint has nothing left holds the
+        fleet's requests to it until the reset, as a 429 does (queue.rate_block)."""
+        if limit is None or self.accountant is None or trip.headers is None:
+            return
+        hold = ratelimit.header_hold(trip.headers, tokens)
+        if hold is not None:
+            log.info("rate_limit_hold", key=limit.key, seconds=round(hold, 3),
+                     source="x-ratelimit")
+            await self.accountant.block_rate(limit.key, hold)
 
     async def _check_budget(self, kind: str) -> None:
         """A kind that has used its daily token budget makes no more calls today: the job

@@ -14,7 +14,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -80,6 +80,8 @@ class RoundTrip:
     wait_ms: float = 0.0
     latency_ms: float = 0.0
     held: bool = False
+    # the reply's HTTP headers, where the backend speaks HTTP (its x-ratelimit-*)
+    headers: Mapping[str, str] | None = None
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

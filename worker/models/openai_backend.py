@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from pydantic import BaseModel, SecretStr
 from worker.models import structured
 from worker.models.errors import ModelFinal, ModelRetryable, ModelSnoozed
 from worker.models.gate import RoundTrip
+from worker.models.ratelimit import MAX_HOLD, header_hold
 from worker.models.settings import MAX_REPLY_BYTES
 from worker.models.types import CompletionRequest, JsonMode, Message, RawReply, Usage
 from worker.textsafe import storable
@@ -81,6 +83,8 @@ class GatedHttpClient(DefaultAsyncHttpxClient):
         # cancelled one only once its connection is closed
         async with trip.hold():
             response = await self._send_bounded(request, **kwargs)
+        # the server's x-ratelimit-* headers, for the fleet's limiter (ModelClient)
+        trip.headers = response.headers
         # let a call waiting at the gate send its request before this one goes on to parse
         # its reply: the model gets its next request sooner
         await asyncio.sleep(0)
@@ -182,24 +186,35 @@ def model_name(given: str | None, configured: str) -> str:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds a server asked us to wait: retry-after-ms, else Retry-After (seconds or date)."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
+    """Seconds a server asked us to wait: retry-after-ms, else Retry-After (seconds or date);
+    at most MAX_HOLD, and None for a value that is not a finite number or a date."""
+    ms = _finite(headers.get("retry-after-ms"))
+    if ms is not None:
+        return _clipped(ms / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return _clipped(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return _clipped(when.timestamp() - time.time())
+
+
+def _finite(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    # float() reads "nan", "inf" and "1e400" (inf): a snooze for ever is no answer
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _clipped(seconds: float) -> float:
+    return min(max(seconds, 0.0), MAX_HOLD)
 
 
 _ANSWER_WAIT_S = 5.0
@@ -234,9 +249,11 @@ def map_error(
     if isinstance(exc, openai.RateLimitError):
         if "insufficient_quota" in (exc.code, exc.type):
             return ModelFinal("quota_exhausted", _api_message(exc), **where)
-        return ModelSnoozed(
-            "rate_limited", _api_message(exc), retry_after(exc.response.headers), **where
-        )
+        # a 429 without Retry-After may still say when its limit resets
+        headers = exc.response.headers
+        wait = retry_after(headers)
+        return ModelSnoozed("rate_limited", _api_message(exc),
+                            wait if wait is not None else header_hold(headers, 1), **where)
     if isinstance(exc, openai.InternalServerError):
         return ModelRetryable("server_error", _api_message(exc), **where)
     if isinstance(exc, openai.APIStatusError):

@@ -5,21 +5,33 @@
 embeddings. Right before each request, inside the endpoint's gate, the request takes a slot
 (queue.rate_take, sql/migrations/0023_rate_limits.sql). A short wait is waited where it is;
 a longer one snoozes the job (ModelSnoozed: rescheduled without using an attempt). A 429
-from the server blocks the endpoint for the whole fleet until its retry-after.
+from the server blocks the endpoint for the whole fleet until its retry-after, and so does a
+reply whose x-ratelimit-* headers say nothing is left until their reset (header_hold).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from worker.models.errors import ModelSnoozed
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(?:(\d+(?:\.\d+)?)\s*)?(s|sec|min|m|h)\s*$")
 _UNIT = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+# The longest a server's word holds the fleet back at once (queue.rate_block clips to the
+# same): a server that asks for longer is asked again after that.
+MAX_HOLD = 3600.0
+# a Go duration as OpenAI sends it ("6m0s", "1s", "20ms", "1h2m3.5s"), or bare seconds
+_PART = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(h|ms|us|µs|ns|m|s)", re.ASCII)
+_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,12})?", re.ASCII)
+_PART_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
+              "ns": 1e-9}
+_COUNT = re.compile(r"\d{1,18}", re.ASCII)
 
 
 def parse_rate(text: str) -> tuple[int, float]:
@@ -29,6 +41,38 @@ def parse_rate(text: str) -> tuple[int, float]:
         raise ValueError(f"{text!r}: expected N/min, N/s, N/h or N/<seconds>s, N ≥ 1")
     count, multiple, unit = found.groups()
     return int(count), float(multiple or 1) * _UNIT[unit]
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a reset header ("6m0s", "20ms", "2"); None for anything else: a server's
+    garbage, a negative or non-finite value, is ignored, never raised."""
+    text = text.strip()
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    parts = _PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _PART_UNIT[u] for n, u in parts)
+
+
+def header_hold(headers: Mapping[str, str], tokens: int) -> float | None:
+    """Seconds the fleet should hold its requests to the endpoint, from a reply's
+    x-ratelimit-* headers: until the requests' reset when none is left, until the tokens'
+    reset when fewer are left than the request just made used (`tokens`, the next one's
+    likely size). At most MAX_HOLD; None when there is nothing (readable) to hold for."""
+    holds = [_hold(headers, "requests", 1), _hold(headers, "tokens", max(tokens, 1))]
+    found = [hold for hold in holds if hold is not None]
+    return min(max(found), MAX_HOLD) if found else None
+
+
+def _hold(headers: Mapping[str, str], what: str, needed: int) -> float | None:
+    remaining = headers.get(f"x-ratelimit-remaining-{what}", "").strip()
+    reset = parse_duration(headers.get(f"x-ratelimit-reset-{what}", ""))
+    if not _COUNT.fullmatch(remaining) or int(remaining) >= needed:
+        return None
+    if reset is None or not math.isfinite(reset) or reset <= 0:
+        return None
+    return reset
 
 
 @dataclass(frozen=True)
