@@ -1,5 +1,5 @@
 """Two real worker processes, logged in as the worker role, fire one cron schedule from their
-heartbeats: each slot is enqueued once and run once, whichever worker wins each turn.
+heartbeats: the due slot is enqueued once and run once, whichever worker wins the turn.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _slots(dsn: str) -> list[dict[str, object]]:
                     "WHERE j.kind = 'chaos.effect' ORDER BY j.id")
 
 
-def test_two_workers_enqueue_each_slot_of_a_schedule_once(
+def test_two_workers_enqueue_a_due_slot_of_a_schedule_once(
         dsn: str, fleets: Callable[..., Fleet]) -> None:
     sql(dsn, "SELECT queue.schedule('every-minute', 'chaos.effect', '* * * * *')")
     # declared five minutes ago: a slot is due at once (only the latest of the missed five)
@@ -29,17 +29,19 @@ def test_two_workers_enqueue_each_slot_of_a_schedule_once(
     fleet = fleets(login_dsn(dsn), {"WORKER_KINDS": "", "WORKER_HEARTBEAT_INTERVAL": "0.2"})
     fleet.start(2)
     try:
-        # two slots: the one due at start, and the next minute's (up to a minute away)
-        deadline = time.monotonic() + 90
-        while (len({r["subject"] for r in _slots(dsn) if r["status"] == "completed"}) < 2
+        # the slot due at start; then both workers keep beating for two seconds (about ten
+        # heartbeats each) without enqueuing it again. Successive slots are tested with a
+        # passed clock in tests/integration/test_schedules.py, not by waiting a minute here.
+        deadline = time.monotonic() + 60
+        while (not any(r["status"] == "completed" for r in _slots(dsn))
                and time.monotonic() < deadline):
             time.sleep(0.2)
-        time.sleep(1.0)  # a few more heartbeats of both workers after the second slot
+        time.sleep(2.0)
     finally:
         fleet.stop()
     rows = _slots(dsn)
     subjects = Counter(str(r["subject"]) for r in rows)
-    assert len(subjects) >= 2, rows
+    assert len(subjects) >= 1, rows
     assert all(n == 1 for n in subjects.values()), subjects  # one job per slot
     assert all(r["status"] == "completed" and r["worker_pid"] for r in rows), rows
     assert all(s.startswith("every-minute:") and s.endswith("Z") for s in subjects)
