@@ -29,8 +29,9 @@ def seed(dsn: str) -> dict[str, Any]:
                       "VALUES (%s, '정보처리기사', %s) RETURNING id", (user, _analysis()))
     ready = one(dsn, "INSERT INTO app.questions (course_id, question_text, choice_1, choice_2, "
                      "choice_3, choice_4, correct_choice, ai_explanation, "
-                     "ai_explanation_status, ai_explanation_model) VALUES (%s, 'TCP는?', "
-                     "'UDP', '연결형', '비연결', 'IP', 2, %s, 'ready', 'fake-model') "
+                     "ai_explanation_status, ai_explanation_model, ai_explanation_generated_at) "
+                     "VALUES (%s, 'TCP는?', 'UDP', '연결형', '비연결', 'IP', 2, %s, 'ready', "
+                     "'fake-model', now()) "
                      "RETURNING id", (course, EXPLANATION_MD))
     refused = one(dsn, "INSERT INTO app.questions (course_id, question_text, choice_1, "
                        "choice_2, choice_3, choice_4, correct_choice, ai_explanation_status) "
@@ -45,7 +46,8 @@ def seed(dsn: str) -> dict[str, Any]:
                  {"reason": "not JSON", "raw_excerpt": "Sure! The answer is (2)…",
                   "backend": "openai", "model": "fake-model"})
     done = _job(dsn, "explanation", f"question:{ready}", "completed", None, None,
-                {"answer_choice": 2, "confidence": "high", "saved_length": 40})
+                {"answer_choice": 2, "correct_choice": 2, "confidence": "high",
+                 "saved_length": 40})
     sql(dsn, "INSERT INTO queue.attempts (job_id, attempt, worker_id, claim_xid, finished_at, "
              "outcome) VALUES (%s, 1, 'host:42', pg_current_xact_id(), now(), 'completed')",
         (done,))
