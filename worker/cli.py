@@ -305,8 +305,10 @@ def _cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
         mode = ("read-only" if settings.dashboard_read_only or not settings.dashboard_token
                 else "actions need the token")
         print(f"dashboard on http://{host}:{port}/ ({mode})", file=sys.stderr, flush=True)
+        # X-Forwarded-Proto is believed from a proxy on this host only (uvicorn's default),
+        # so behind a local TLS proxy the Origin check and the Secure cookie see https
         uvicorn.run(create_app(settings, dsn), host=host, port=port, log_config=None,
-                    access_log=False, proxy_headers=False, server_header=False)
+                    access_log=False, forwarded_allow_ips="127.0.0.1", server_header=False)
     return EXIT_OK
 
 

@@ -81,16 +81,44 @@ WHERE job_id = %(id)s
 ORDER BY id;
 
 -- name: dash_model_days
--- Model usage per UTC day, kind, backend and model: the %(days)s days before %(before)s
--- (NULL: up to today).
-SELECT u.day, u.kind, u.backend, u.model, u.calls, u.ok_calls, u.invalid_calls,
-       u.error_calls, u.prompt_tokens, u.completion_tokens, u.total_tokens,
-       u.avg_latency_ms, u.gate_wait_ms
-FROM queue.model_usage_daily u
-WHERE u.day < coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
-  AND u.day >= coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
-               - %(days)s::int
-ORDER BY u.day DESC, u.kind, u.backend, u.model;
+-- Model usage per UTC day, kind, backend and model in the %(days)s days before %(before)s
+-- (NULL: up to today): queue.model_usage_daily's sums, with the live calls read through
+-- model_calls_created for the window only (the view groups every call) and the pruned days
+-- from the rollup.
+WITH usage AS (
+    SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day, c.kind, c.backend, c.model,
+           count(*) AS calls,
+           count(*) FILTER (WHERE c.outcome = 'ok') AS ok_calls,
+           count(*) FILTER (WHERE c.outcome = 'invalid') AS invalid_calls,
+           count(*) FILTER (WHERE c.outcome = 'error') AS error_calls,
+           coalesce(sum(c.prompt_tokens), 0) AS prompt_tokens,
+           coalesce(sum(c.completion_tokens), 0) AS completion_tokens,
+           sum(c.latency_ms) AS latency_ms, sum(c.gate_wait_ms) AS gate_wait_ms
+    FROM queue.model_calls c
+    WHERE c.created_at >= ((coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
+                            - %(days)s::int)::timestamp AT TIME ZONE 'UTC')
+      AND c.created_at < (coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
+                          ::timestamp AT TIME ZONE 'UTC')
+    GROUP BY 1, c.kind, c.backend, c.model
+    UNION ALL
+    SELECT r.day, r.kind, r.backend, r.model, r.calls, r.ok_calls, r.invalid_calls,
+           r.error_calls, r.prompt_tokens, r.completion_tokens, r.latency_ms, r.gate_wait_ms
+    FROM queue.model_usage_rollup r
+    WHERE r.day >= coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
+                   - %(days)s::int
+      AND r.day < coalesce(%(before)s::date, (now() AT TIME ZONE 'UTC')::date + 1)
+)
+SELECT day, kind, backend, model,
+       sum(calls)::bigint AS calls, sum(ok_calls)::bigint AS ok_calls,
+       sum(invalid_calls)::bigint AS invalid_calls, sum(error_calls)::bigint AS error_calls,
+       sum(prompt_tokens)::bigint AS prompt_tokens,
+       sum(completion_tokens)::bigint AS completion_tokens,
+       (sum(prompt_tokens) + sum(completion_tokens))::bigint AS total_tokens,
+       sum(latency_ms) / nullif(sum(calls), 0) AS avg_latency_ms,
+       sum(gate_wait_ms) AS gate_wait_ms
+FROM usage
+GROUP BY day, kind, backend, model
+ORDER BY day DESC, kind, backend, model;
 
 -- name: dash_courses
 -- Courses in id order after a cursor, with their live questions by explanation state.

