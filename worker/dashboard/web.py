@@ -20,7 +20,7 @@ from worker.queries import q
 # request is echoed)
 DONE = {
     "requeued": "Requeued: this is the job's new pending run.",
-    "requeue_nothing": "Nothing to requeue: the job is pending already.",
+    "requeue_nothing": "The job is pending already; it is due now.",
     "cancelled": "Cancelled.",
     "not_cancelled": "The job had already finished; nothing changed.",
     "paused": "Paused: no worker claims this kind until it is resumed.",
