@@ -66,10 +66,11 @@ def _job(dsn: str, kind: str, subject: str, status: str, code: str | None,
          message: str | None, result: dict[str, Any]) -> int:
     from psycopg.types.json import Jsonb
 
-    job: int = one(dsn, "INSERT INTO queue.jobs (kind, subject, status, attempts, error_code, "
-                        "error_message, result, started_at, completed_at) VALUES (%s, %s, %s, "
-                        "1, %s, %s, %s, now(), now()) RETURNING id",
-                   (kind, subject, status, code, message, Jsonb(result)))
+    payload = {"question_id": int(subject.split(":")[1])}
+    job: int = one(dsn, "INSERT INTO queue.jobs (kind, subject, payload, status, attempts, "
+                        "error_code, error_message, result, started_at, completed_at) VALUES "
+                        "(%s, %s, %s, %s, 1, %s, %s, %s, now(), now()) RETURNING id",
+                   (kind, subject, Jsonb(payload), status, code, message, Jsonb(result)))
     return job
 
 

@@ -124,3 +124,19 @@ def test_a_signed_in_page_carries_buttons_with_the_sessions_csrf_token(
     html = client.get(f"/jobs/{seeded['guard']}").text
     assert csrf_of(html) == csrf
     assert f'action="/jobs/{seeded["guard"]}/requeue"' in html
+
+
+def test_every_response_forbids_framing_and_script(client: TestClient) -> None:
+    headers = client.get("/").headers
+    policy = headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    assert "script-src" not in policy  # none allowed: default-src 'none'
+    assert headers["x-frame-options"] == "DENY"
+    assert client.get("/static/style.css").headers["x-frame-options"] == "DENY"
+
+
+def test_an_action_on_a_job_that_does_not_exist_says_so(client: TestClient) -> None:
+    csrf = sign_in(client)
+    response = client.post("/jobs/987654321/requeue", data={"csrf": csrf}, headers=SAME)
+    assert response.status_code == 404 and "does not exist" in response.text
+    assert client.get("/jobs/99999999999999999999").status_code in (400, 404)

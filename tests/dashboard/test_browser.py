@@ -97,7 +97,8 @@ def test_requeue_a_failed_job_in_a_real_browser(served: tuple[str, dict[str, Any
             assert f"#{ids['guard']}" in page.locator("dl").inner_text()  # requeued from
             _shot(page, "job")
             if SHOTS:
-                for path, name in (("/models", "models"), ("/content", "content"),
+                for path, name in ((f"/jobs/{ids['done']}", "job-completed"),
+                                   ("/models", "models"), ("/content", "content"),
                                    (f"/courses/{ids['course']}", "course"),
                                    (f"/questions/{ids['ready']}", "question")):
                     page.goto(base + path)

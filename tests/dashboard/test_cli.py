@@ -57,3 +57,14 @@ def test_the_dashboard_command_serves_on_loopback_until_sigterm(dsn: str) -> Non
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output
     assert f"dashboard on http://127.0.0.1:{port}/ (read-only)" in output
+
+
+def test_a_guessable_token_is_refused_at_start(dsn: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    env.update({"DATABASE_URL": dsn, "WORKER_DASHBOARD_TOKEN": "secret",
+                "PYTHONPATH": str(ROOT)})
+    result = subprocess.run([sys.executable, "-m", "worker", "dashboard"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert "WORKER_DASHBOARD_TOKEN: at least 16 characters" in result.stderr
+    assert "secret" not in result.stderr.replace("WORKER_DASHBOARD", "")

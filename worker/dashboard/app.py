@@ -15,11 +15,13 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.config import Settings
 from worker.dashboard import actions, pages
@@ -43,6 +45,37 @@ def _gate(settings: Settings) -> Gate:
     models = settings.models
     return Gate(models.llm_gate_name or models.chat_endpoint(), models.llm_gate_capacity,
                 models.llm_gate_cross_process)
+
+
+# no script at all, nothing from elsewhere, forms post only here, never inside a frame (so a
+# page of another site cannot overlay the buttons)
+HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; "
+                                 b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """Adds HEADERS to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def create_app(settings: Settings, dsn: str) -> Starlette:
@@ -74,7 +107,7 @@ def create_app(settings: Settings, dsn: str) -> Starlette:
     app = Starlette(routes=[*pages.ROUTES, *actions.ROUTES,
                             Mount("/static", StaticFiles(directory=HERE / "static"),
                                   name="static")],
-                    lifespan=lifespan,
+                    lifespan=lifespan, middleware=[Middleware(SecurityHeaders)],
                     exception_handlers={HTTPException: _http_error,
                                         psycopg.errors.InsufficientPrivilege: _db_refused,
                                         psycopg.errors.DataException: _bad_value})
