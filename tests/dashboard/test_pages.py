@@ -28,12 +28,17 @@ def test_the_queue_page_shows_states_failures_workers_and_paused_kinds(
 
 
 def test_the_failures_page_shows_what_each_failure_stored(
-        client: TestClient, seeded: dict[str, Any]) -> None:
+        client: TestClient, seeded: dict[str, Any], dsn: str) -> None:
     html = client.get("/failures").text
     assert "the model answered 3, the key is 4" in html
     assert re.search(r"model answered <strong>3</strong>, key <span class=\"key\">4</span>",
                      html)
     assert "Sure! The answer is (2)…" in html  # the raw reply's excerpt on parse_fail
+    sql(dsn, "INSERT INTO queue.jobs (kind, subject, status, error_code, error_message, "
+             "completed_at) VALUES ('embedding', 'x', 'failed', 'unknown', "
+             "'<img src=x onerror=alert(1)>', now())")
+    escaped = client.get("/failures").text
+    assert "<img src=x" not in escaped and "&lt;img src=x onerror=alert(1)&gt;" in escaped
     one_group = client.get("/failures", params={"kind": "explanation",
                                                 "error_code": "parse_fail"}).text
     assert f'href="/jobs/{seeded["parse"]}"' in one_group
