@@ -15,7 +15,7 @@ LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGG
 # of Linux x86_64 through mlx[cpu]; elsewhere the tests that need it are skipped
 PLATFORM := $(shell uname -s)-$(shell uname -m)
 comma  := ,
-EXTRAS := dev,offline$(if $(filter Linux-x86_64 Darwin-arm64,$(PLATFORM)),$(comma)mlx)
+EXTRAS := dev,offline,dashboard$(if $(filter Linux-x86_64 Darwin-arm64,$(PLATFORM)),$(comma)mlx)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint migrate run status db-start db-stop demo clean bench chaos \

@@ -1,4 +1,5 @@
-"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, schedules, eval, db.
+"""`python -m worker`: run, migrate, status, requeue, cancel, pause/resume, schedules, eval,
+dashboard, db.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 3 configuration or schema problem,
 4 the operation was refused (e.g. the job is running).
@@ -327,6 +328,29 @@ def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from worker.dashboard import create_app
+    except ImportError as exc:  # the optional extra is not installed
+        raise ConfigError(f"the dashboard needs the `dashboard` extra ({exc.name} is missing): "
+                          "pip install 'pg-llm-worker[dashboard]'") from None
+    host = args.addr or settings.dashboard_addr
+    port = args.port or settings.dashboard_port
+    with database_url(settings) as dsn:
+        with connect(dsn) as conn:
+            _require_schema(conn)
+        mode = ("read-only" if settings.dashboard_read_only or not settings.dashboard_token
+                else "actions need the token")
+        print(f"dashboard on http://{host}:{port}/ ({mode})", file=sys.stderr, flush=True)
+        # X-Forwarded-Proto is believed from a proxy on this host only (uvicorn's default),
+        # so behind a local TLS proxy the Origin check and the Secure cookie see https
+        uvicorn.run(create_app(settings, dsn), host=host, port=port, log_config=None,
+                    access_log=False, forwarded_allow_ips="127.0.0.1", server_header=False)
+    return EXIT_OK
+
+
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url is not None and args.action in ("start", "stop"):
         raise ConfigError("DATABASE_URL is set; `db start/stop` manage only the embedded server")
@@ -416,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(e)
     e.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("dashboard", help="serve the operator's web dashboard "
+                                         "(127.0.0.1:8465 unless configured)")
+    p.add_argument("--addr", help="listen address (default WORKER_DASHBOARD_ADDR, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default WORKER_DASHBOARD_PORT, 8465)")
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL: start, stop, url")
     p.add_argument("action", choices=["start", "stop", "url"])

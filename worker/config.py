@@ -201,6 +201,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_addr: str = "127.0.0.1"
 
+    # the operator's dashboard (`python -m worker dashboard`, docs/dashboard.md): where it
+    # listens, the token its buttons need (unset: no buttons), read-only mode, the role its
+    # connections act as (empty: the login's own), and the rows on one page of a list
+    dashboard_addr: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8465, ge=1, le=65535)
+    dashboard_token: SecretStr | None = None
+    dashboard_read_only: bool = False
+    dashboard_role: str = "llm_dashboard"
+    dashboard_page_size: int = Field(default=50, ge=1, le=500)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
@@ -276,6 +286,16 @@ class Settings(BaseSettings):
                 "calls_s": self.retain_model_calls_days * day,
                 "batch": self.retention_batch, "retry_cap": self.embedding_retry_cap}
 
+    @field_validator("dashboard_token")
+    @classmethod
+    def _no_guessable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty: no token, the dashboard shows no buttons
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters (e.g. `openssl rand -hex 16`), or unset "
+                             "it for a dashboard without actions")
+        return value
+
     @field_validator("unknown_kind_grace")
     @classmethod
     def _grace_off_or_a_minute(cls, value: float) -> float:
@@ -348,7 +368,7 @@ def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold, as it may appear in text: the API keys, the database
     URL and its password both as written and percent-decoded."""
     keys = (settings.models.openai_api_key, settings.models.embed_api_key,
-            settings.rerank.api_key, settings.database_url)
+            settings.rerank.api_key, settings.database_url, settings.dashboard_token)
     values = [key.get_secret_value() for key in keys if key is not None]
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()

@@ -24,6 +24,7 @@ from tests.support.procs import ROOT, WorkerProcess, wait_for
 
 UNIT = ROOT / "deploy" / "pg-llm-worker.service"
 MIGRATE_UNIT = ROOT / "deploy" / "pg-llm-worker-migrate.service"
+DASHBOARD_UNIT = ROOT / "deploy" / "pg-llm-worker-dashboard.service"
 
 
 def _enqueue(dsn: str, kind: str, payload: str = "{}") -> int:
@@ -35,7 +36,8 @@ def _started(dsn: str, job: int) -> bool:
     return bool(_sql(dsn, "SELECT 1 FROM test_started WHERE job_id = %s", (job,)))
 
 
-@pytest.mark.parametrize("unit", [UNIT, MIGRATE_UNIT], ids=lambda path: path.name)
+@pytest.mark.parametrize("unit", [UNIT, MIGRATE_UNIT, DASHBOARD_UNIT],
+                         ids=lambda path: path.name)
 def test_the_unit_files_pass_systemd_analyze_verify(tmp_path: Path, unit: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -43,7 +45,7 @@ def test_the_unit_files_pass_systemd_analyze_verify(tmp_path: Path, unit: Path) 
                     "the unit files were not verified on this machine")
     # verify checks that ExecStart exists, so point the units at this venv's console script
     script = Path(sys.executable).with_name("pg-llm-worker")
-    for source in (UNIT, MIGRATE_UNIT):  # the worker unit orders itself after the other
+    for source in (UNIT, MIGRATE_UNIT, DASHBOARD_UNIT):  # units order themselves after migrate
         (tmp_path / source.name).write_text(source.read_text().replace(
             "/opt/pg-llm-worker/bin/pg-llm-worker", str(script)))
     result = subprocess.run([analyze, "verify", str(tmp_path / unit.name)],

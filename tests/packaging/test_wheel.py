@@ -94,6 +94,8 @@ def test_the_wheel_ships_the_sql_the_prompts_and_the_license(installed: Installe
     assert "worker/_data/sql/queries/queue.sql" in names
     assert "worker/_data/prompts/explanation/v2.yaml" in names
     assert "worker/_data/data/eval/explanations_ko.yaml" in names
+    assert "worker/dashboard/templates/base.html" in names  # the dashboard's package data
+    assert "worker/dashboard/static/style.css" in names
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert not any(name.startswith(("tests/", "demo/", "bench/")) for name in names)
 

