@@ -197,10 +197,15 @@ def _cmd_requeue(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+def _call(settings: Settings, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The one row of an operator function's call (cancel, pause, schedule, ...)."""
     with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
         _require_schema(conn)
-        row = conn.execute(q("cancel"), {"job_id": args.job_id}).fetchone()
+        return conn.execute(q(query), params).fetchone()
+
+
+def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    row = _call(settings, "cancel", {"job_id": args.job_id})
     if row and row["cancelled"]:
         print(f"job {args.job_id} cancelled")
         return EXIT_OK
@@ -209,9 +214,7 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
-    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
-        _require_schema(conn)
-        row = conn.execute(q("pause"), {"kind": args.kind, "reason": args.reason}).fetchone()
+    row = _call(settings, "pause", {"kind": args.kind, "reason": args.reason})
     if row and row["paused"]:
         print(f"{args.kind} paused: workers claim none of its jobs until `resume {args.kind}`; "
               "running jobs finish")
@@ -221,9 +224,7 @@ def _cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
-    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
-        _require_schema(conn)
-        row = conn.execute(q("resume"), {"kind": args.kind}).fetchone()
+    row = _call(settings, "resume", {"kind": args.kind})
     if row and row["resumed"]:
         print(f"{args.kind} resumed: its workers were notified")
         return EXIT_OK
@@ -238,14 +239,11 @@ def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"--payload is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise UsageError("--payload must be a JSON object, e.g. '{\"course_id\": 7}'")
-    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
-        _require_schema(conn)
-        try:
-            row = conn.execute(q("schedule"), {"name": args.name, "kind": args.kind,
-                                               "cron": args.cron,
-                                               "payload": json.dumps(payload)}).fetchone()
-        except (psycopg.errors.InvalidParameterValue, psycopg.errors.CheckViolation) as exc:
-            raise UsageError(exc.diag.message_primary or str(exc)) from None
+    try:
+        row = _call(settings, "schedule", {"name": args.name, "kind": args.kind,
+                                           "cron": args.cron, "payload": json.dumps(payload)})
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.CheckViolation) as exc:
+        raise UsageError(exc.diag.message_primary or str(exc)) from None
     verb = "scheduled" if row and row["created"] else "rescheduled"
     print(f"{args.name} {verb}: a {args.kind} job at {args.cron!r} (UTC), enqueued by the "
           "workers' heartbeat")
@@ -253,9 +251,7 @@ def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_unschedule(settings: Settings, args: argparse.Namespace) -> int:
-    with database_url(settings) as dsn, connect(dsn, autocommit=True) as conn:
-        _require_schema(conn)
-        row = conn.execute(q("unschedule"), {"name": args.name}).fetchone()
+    row = _call(settings, "unschedule", {"name": args.name})
     if row and row["removed"]:
         print(f"{args.name} unscheduled; jobs it already enqueued stay")
         return EXIT_OK

@@ -5,48 +5,32 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import make_conninfo
 
 from tests.support.db import sql
+from tests.support.http import free_port, get
 from tests.support.procs import WorkerProcess, wait_for
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _total(port: int, name: str) -> float:
-    return sum(s.value for family in text_string_to_metric_families(_get(port, "/metrics")[1])
+    return sum(s.value for family in text_string_to_metric_families(get(port, "/metrics")[1])
                for s in family.samples if s.name == name)
 
 
 def test_an_outage_shows_as_listener_reconnects_and_claim_failures(dsn: str) -> None:
     """As the least-privilege role: its rights are enough for /readyz and /metrics/queue."""
     sql(dsn, "CREATE ROLE metrics_login LOGIN IN ROLE llm_worker")
-    port = _free_port()
+    port = free_port()
     proc = WorkerProcess(make_conninfo(dsn, user="metrics_login"),
                          env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"})
     try:
         proc.wait_ready()
-        status, body = _get(port, "/readyz")
+        status, body = get(port, "/readyz")
         assert status == 200, body
         assert json.loads(body)["model"] == "answered"  # test kinds only: no model to ask
-        queue = _get(port, "/metrics/queue")[1]
+        queue = get(port, "/metrics/queue")[1]
         assert "worker_queue_up 1.0" in queue
         assert 'worker_queue_live_workers{kind="test.effect"} 1.0' in queue
         assert _total(port, "worker_listener_reconnects_total") == 0
@@ -58,7 +42,7 @@ def test_an_outage_shows_as_listener_reconnects_and_claim_failures(dsn: str) -> 
         wait_for(lambda: _total(port, "worker_claim_failures_total") >= 1,
                  message="a failed claim counted")
         # and it recovers by itself: ready again, jobs run
-        wait_for(lambda: _get(port, "/readyz")[0] == 200, message="ready again")
+        wait_for(lambda: get(port, "/readyz")[0] == 200, message="ready again")
         job = sql(dsn, "SELECT queue.enqueue('test.effect', 'after-outage') AS id")[0]["id"]
         wait_for(lambda: sql(dsn, "SELECT 1 FROM queue.jobs WHERE id = %s AND "
                                   "status = 'completed'", (job,)), message="a job after it")

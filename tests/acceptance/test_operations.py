@@ -20,6 +20,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.support.db import sql as _sql
+from tests.support.http import free_port
 from tests.support.procs import ROOT, WorkerProcess, wait_for
 
 UNIT = ROOT / "deploy" / "pg-llm-worker.service"
@@ -227,7 +228,7 @@ def test_no_secret_reaches_the_logs(dsn: str, tmp_path: Path) -> None:
               "'worker_pw') THEN CREATE ROLE worker_pw LOGIN IN ROLE llm_worker; END IF; "
               "END $$")
     worker_dsn = make_conninfo(dsn, user="worker_pw", password=password)
-    port = _free_port()
+    port = free_port()
     proc = WorkerProcess(worker_dsn, env={"OPENAI_API_KEY": api_key,
                                           "WORKER_METRICS_PORT": str(port),
                                           "WORKER_LOG_LEVEL": "debug"})
@@ -254,8 +255,3 @@ def test_no_secret_reaches_the_logs(dsn: str, tmp_path: Path) -> None:
                      "LEFT JOIN queue.attempts t ON t.job_id = j.id")
     assert all(password not in str(r) and api_key not in str(r) for r in rows)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

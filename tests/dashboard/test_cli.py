@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from tests.dashboard.conftest import seed
+from tests.support.http import free_port
 from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> str | None:
@@ -35,7 +29,7 @@ def _get(url: str) -> str | None:
 
 def test_the_dashboard_command_serves_on_loopback_until_sigterm(dsn: str) -> None:
     seed(dsn)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     env.update({"DATABASE_URL": dsn, "WORKER_DASHBOARD_PORT": str(port),
                 "PYTHONPATH": str(ROOT)})

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import fake_openai as fake
 from tests.support.db import sql
+from tests.support.http import free_port, get
 from tests.support.inproc import running_worker, until
 from tests.support.vectors import DIM, responder
 from worker.config import Settings
@@ -32,20 +30,6 @@ from worker.registry import Registry
 def model() -> Iterator[fake.FakeOpenAI]:
     with fake.FakeOpenAI() as server:
         yield server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -83,21 +67,21 @@ def test_model_calls_by_outcome_and_code_on_metrics_and_the_queue_on_its_own_pat
     settings, client = _client(model.base_url, dsn)
     registry = Registry()
     registry.register(embedding.kind(settings, client))
-    port = _free_port()
+    port = free_port()
     pages: dict[str, tuple[int, str]] = {}
 
     async def main() -> None:
         try:
             async with running_worker(dsn, registry, metrics_port=port,
                                       model_answers=client.answers) as worker:
-                first = await asyncio.to_thread(_get, port, "/metrics")
+                first = await asyncio.to_thread(get, port, "/metrics")
                 _question(dsn)
                 await until(lambda: asyncio.to_thread(
                     sql, dsn, "SELECT 1 FROM queue.jobs WHERE status = 'completed'"),
                     message="the embedding job completed")
                 await until(lambda: _ready(worker.health), message="the model check ran")
                 for path in ("/metrics", "/metrics/queue", "/healthz", "/readyz"):
-                    pages[path] = await asyncio.to_thread(_get, port, path)
+                    pages[path] = await asyncio.to_thread(get, port, path)
                 pages["first"] = first  # counters are compared as deltas from here
         finally:
             await client.aclose()
@@ -144,9 +128,9 @@ async def _ready(health: Health | None) -> bool:
 
 
 def test_readyz_is_503_with_the_reason_for_a_silent_model_and_a_schema_behind(dsn: str) -> None:
-    closed = _free_port()  # nothing listens there: the model endpoint never answers
+    closed = free_port()  # nothing listens there: the model endpoint never answers
     _, client = _client(f"http://127.0.0.1:{closed}/v1", dsn)
-    port = _free_port()
+    port = free_port()
     pages: list[tuple[int, dict[str, Any]]] = []
     paused_kind = "a.paused"
     sql(dsn, "SELECT queue.pause(%s)", (paused_kind,))
@@ -156,14 +140,14 @@ def test_readyz_is_503_with_the_reason_for_a_silent_model_and_a_schema_behind(ds
             async with running_worker(dsn, Registry(), metrics_port=port,
                                       model_answers=client.answers) as worker:
                 await until(lambda: _ready(worker.health), message="the model check ran")
-                status, body = await asyncio.to_thread(_get, port, "/readyz")
+                status, body = await asyncio.to_thread(get, port, "/readyz")
                 pages.append((status, json.loads(body)))
                 # an operator rolls the schema back by one migration under the running worker
                 await asyncio.to_thread(sql, dsn, "DELETE FROM queue.migrations WHERE version = "
                                                   "(SELECT max(version) FROM queue.migrations)")
-                status, body = await asyncio.to_thread(_get, port, "/readyz")
+                status, body = await asyncio.to_thread(get, port, "/readyz")
                 pages.append((status, json.loads(body)))
-                status, body = await asyncio.to_thread(_get, port, "/metrics/queue")
+                status, body = await asyncio.to_thread(get, port, "/metrics/queue")
                 pages.append((status, {"text": body}))
         finally:
             await client.aclose()
@@ -177,7 +161,7 @@ def test_readyz_is_503_with_the_reason_for_a_silent_model_and_a_schema_behind(ds
 
 
 def test_readiness_names_a_database_that_does_not_answer() -> None:
-    closed = _free_port()
+    closed = free_port()
     health = Health(f"host=127.0.0.1 port={closed} user=nobody dbname=none")
     try:
         ok, detail = health.readiness()
@@ -189,26 +173,26 @@ def test_readiness_names_a_database_that_does_not_answer() -> None:
 
 
 def test_healthz_is_503_while_the_event_loop_is_blocked(dsn: str) -> None:
-    port = _free_port()
+    port = free_port()
     seen: list[tuple[int, dict[str, Any]]] = []
 
     def probe_during_the_stall() -> None:
         time.sleep(1.5)  # the loop has been blocked for longer than stalled_after by then
-        status, body = _get(port, "/healthz")
+        status, body = get(port, "/healthz")
         seen.append((status, json.loads(body)))
 
     async def main() -> None:
         async with running_worker(dsn, Registry(), metrics_port=port) as worker:
             assert worker.health is not None
             worker.health.stalled_after = 1.0
-            status, body = await asyncio.to_thread(_get, port, "/healthz")
+            status, body = await asyncio.to_thread(get, port, "/healthz")
             seen.append((status, json.loads(body)))
             prober = threading.Thread(target=probe_during_the_stall)
             prober.start()
             time.sleep(3.0)  # noqa: ASYNC251 -- a handler blocking the loop, what the check is for
             await asyncio.to_thread(prober.join)
             await asyncio.sleep(1.5)  # ticking again
-            status, body = await asyncio.to_thread(_get, port, "/healthz")
+            status, body = await asyncio.to_thread(get, port, "/healthz")
             seen.append((status, json.loads(body)))
 
     asyncio.run(main())
