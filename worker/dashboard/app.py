@@ -32,6 +32,7 @@ from worker.queries import q
 
 HERE = Path(__file__).resolve().parent
 
+
 @dataclass(frozen=True)
 class Gate:
     """The model gate as the Models page shows it (worker status shows the same)."""
