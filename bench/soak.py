@@ -5,14 +5,19 @@ p50/p99, dead tuples, table and index sizes, and the oldest xid a session holds.
 
 Variants (`--variants`, run side by side, each on its own embedded PostgreSQL):
 
-- `rowlock`        long jobs through a real worker (`soak.long`: a sleep where the model call
-                   would be): each claim locks its row, so its transaction has an xid for the
-                   whole call and holds back vacuum — the shipped design
-- `rowlock-tuned`  the same, with the queue tables tuned (bench/sql/soak.sql, tune_tables)
-- `advisory`       long claims as the advisory-lock design would make them (Que's shape):
-                   `pg_try_advisory_xact_lock(id)`, a recheck on a fresh snapshot, the sleep,
-                   then the write-back — a prototype outside the worker; no xid until the end
-- `none`           no long claims: the floor
+- `rowlock`          long jobs through a real worker (`soak.long`: a sleep where the model
+                     call would be): each claim locks its row, so its transaction has an xid
+                     for the whole call and holds back vacuum — the shipped design, with the
+                     queue tables' storage settings of migration 0028
+- `rowlock-defaults` the same with the server's default storage settings (before 0028)
+- `advisory`         long claims as the advisory-lock design would make them (Que's shape):
+                     `pg_try_advisory_xact_lock(id)` walking the claim index one row at a
+                     time, a recheck on a fresh snapshot, the sleep, then the write-back — a
+                     prototype outside the worker; no xid until the end
+- `none`             no long claims: the floor
+
+Each variant runs a warm-up minute first (servers and workers starting side by side), left
+out of the figures.
 
     .venv/bin/python bench/soak.py --minutes 30            # all four, ~31 minutes
     .venv/bin/python bench/soak.py --minutes 2 --variants rowlock,none   # a smoke run
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import math
 import os
@@ -43,7 +49,7 @@ from ourworker import HERE, PROJECT, fresh_database, migrate_fresh, python, spaw
 
 from worker.queries import parse
 
-VARIANTS = ("rowlock", "rowlock-tuned", "advisory", "none")
+VARIANTS = ("rowlock", "rowlock-defaults", "advisory", "none")
 
 
 @cache
@@ -143,10 +149,12 @@ async def _advisory_holder(dsn: str, seconds: float, until: float, held: list[in
 
 
 async def _drive(dsn: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    t0 = time.monotonic()
+    # minute 0 of the figures starts after the warm-up; samples before it have t < 0
+    t0 = time.monotonic() + args.warmup
     until = t0 + args.minutes * 60
     with psycopg.connect(dsn, autocommit=True) as conn:
-        start_wall = conn.execute(sq("server_now")).fetchone()[0]
+        start_wall = conn.execute(sq("server_now")).fetchone()[0] + \
+            datetime.timedelta(seconds=args.warmup)
     counter, probes, samples, held = [1], [], [], [0]
     tasks = [asyncio.create_task(_produce(dsn, args.rate, until, counter)),
              asyncio.create_task(_probe(dsn, t0, until, probes)),
@@ -167,13 +175,14 @@ def run_variant(variant: str, args: argparse.Namespace, outdir: Path) -> dict[st
         dsn = fresh_database(admin, "soak")
         migrate_fresh(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            if variant == "rowlock-tuned":
-                conn.execute(sq("tune_tables"))
+            if variant == "rowlock-defaults":
+                conn.execute(sq("untune_tables"))
             if variant != "none":
-                claims = math.ceil(args.minutes * 60 / args.long_seconds + 1) * args.long
+                claims = math.ceil((args.minutes * 60 + args.warmup) / args.long_seconds + 1) \
+                    * args.long
                 conn.execute(sq("enqueue_long"), {"n": claims, "seconds": args.long_seconds})
         procs.append(_worker(dsn, "soak.short", args.long))
-        if variant in ("rowlock", "rowlock-tuned"):
+        if variant in ("rowlock", "rowlock-defaults"):
             procs.append(_worker(dsn, "soak.long", args.long))
         driven = asyncio.run(_drive(dsn, variant, args))
         time.sleep(5)  # the last jobs picked up
@@ -288,7 +297,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--rate", type=float, default=20, help="short jobs enqueued per second")
     ap.add_argument("--long", type=int, default=2, help="long claims held at once")
-    ap.add_argument("--long-seconds", type=float, default=45)
+    ap.add_argument("--long-seconds", type=float, default=120)
+    ap.add_argument("--warmup", type=float, default=60, help="seconds left out at the start")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--one", help=argparse.SUPPRESS)  # a child process runs one variant
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -320,7 +330,7 @@ def _spawn_variant(variant: str, args: argparse.Namespace, outdir: Path) -> Any:
 
     cmd = [python(), str(Path(__file__).resolve()), "--one", variant, "--out", str(outdir),
            "--minutes", str(args.minutes), "--rate", str(args.rate), "--long", str(args.long),
-           "--long-seconds", str(args.long_seconds)]
+           "--long-seconds", str(args.long_seconds), "--warmup", str(args.warmup)]
     log = (outdir / f"{variant}.driver.log").open("w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
 

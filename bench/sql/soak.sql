@@ -13,13 +13,30 @@ FROM generate_series(1, %(n)s::int) AS g;
 SELECT count(*)::int AS claimed FROM queue.claim('soak.short', 20, now());
 
 -- name: advisory_take
--- The advisory-lock claim being weighed (Que's shape): a due job whose id this transaction
--- locks with an advisory lock; no row is locked, so the transaction has no xid.
-SELECT id FROM queue.jobs
-WHERE kind = 'soak.long' AND status = 'pending' AND run_at <= now()
-  AND pg_try_advisory_xact_lock(id)
-ORDER BY priority DESC, run_at, id
-LIMIT 1;
+-- The advisory-lock claim being weighed, in Que's shape: walk the claim index one due job at a
+-- time (a recursive CTE, so the lock function runs on exactly the rows walked, never on a
+-- whole sorted set) and take the first whose advisory lock is free. No row is locked, so the
+-- transaction gets no xid.
+WITH RECURSIVE walk AS (
+    (SELECT j.id, j.priority, j.run_at, pg_try_advisory_xact_lock(j.id) AS locked
+     FROM queue.jobs j
+     WHERE j.kind = 'soak.long' AND j.status = 'pending' AND j.run_at <= now()
+     ORDER BY j.priority DESC, j.run_at, j.id
+     LIMIT 1)
+    UNION ALL
+    (SELECT n.id, n.priority, n.run_at, pg_try_advisory_xact_lock(n.id)
+     FROM walk w
+     CROSS JOIN LATERAL (
+         SELECT j.id, j.priority, j.run_at FROM queue.jobs j
+         WHERE j.kind = 'soak.long' AND j.status = 'pending' AND j.run_at <= now()
+           -- the next job after w in the claim order (priority DESC, run_at, id)
+           AND (j.priority < w.priority
+                OR (j.priority = w.priority AND (j.run_at, j.id) > (w.run_at, w.id)))
+         ORDER BY j.priority DESC, j.run_at, j.id
+         LIMIT 1) n
+     WHERE NOT w.locked)
+)
+SELECT id FROM walk WHERE locked LIMIT 1;
 
 -- name: advisory_recheck
 -- A fresh snapshot after the lock: the job may have finished between the scan's snapshot and
@@ -55,7 +72,8 @@ SELECT coalesce(max(age(backend_xid)), 0) AS oldest_xid_age,
 FROM pg_stat_activity WHERE datname = current_database();
 
 -- name: pickup_by_minute
--- Pickup latency of the short jobs (first attempt's start - creation), per minute of the run.
+-- Pickup latency of the short jobs (first attempt's start - creation), per minute after t0
+-- (the warm-up before it is minute -1 and left out by the caller).
 SELECT floor(extract(epoch FROM j.created_at - %(t0)s::timestamptz) / 60)::int AS minute,
        count(*)::int AS jobs,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - j.created_at))
@@ -67,15 +85,14 @@ JOIN queue.attempts a ON a.job_id = j.id AND a.attempt = 1
 WHERE j.kind = 'soak.short'
 GROUP BY 1 ORDER BY 1;
 
--- name: tune_tables
--- The candidate tuning for the queue tables: vacuum after ~2,000 dead rows instead of 20 %
--- of the table, at no cost delay, and leave room in each page for same-page updates.
-ALTER TABLE queue.jobs SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0,
-    autovacuum_vacuum_threshold = 2000, autovacuum_vacuum_cost_delay = 0,
-    autovacuum_analyze_scale_factor = 0.02);
-ALTER TABLE queue.attempts SET (autovacuum_vacuum_scale_factor = 0,
-    autovacuum_vacuum_threshold = 2000, autovacuum_vacuum_cost_delay = 0,
-    autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000);
+-- name: untune_tables
+-- The server's defaults for the queue tables (the variant measured before migration 0028).
+ALTER TABLE queue.jobs RESET (fillfactor, autovacuum_vacuum_scale_factor,
+    autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay,
+    autovacuum_analyze_scale_factor);
+ALTER TABLE queue.attempts RESET (autovacuum_vacuum_scale_factor,
+    autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay,
+    autovacuum_vacuum_insert_scale_factor, autovacuum_vacuum_insert_threshold);
 
 -- name: server_now
 SELECT now();

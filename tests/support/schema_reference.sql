@@ -1897,7 +1897,8 @@ CREATE TABLE queue.attempts (
     outcome text,
     error_code text,
     error_message text
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='2000', autovacuum_vacuum_cost_delay='0', autovacuum_vacuum_insert_scale_factor='0', autovacuum_vacuum_insert_threshold='20000');
 
 
 --
@@ -1977,7 +1978,8 @@ CREATE TABLE queue.jobs (
     CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'skipped'::text, 'cancelled'::text]))),
     CONSTRAINT payload_is_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
     CONSTRAINT terminal_has_completed_at CHECK (((status = ANY (ARRAY['pending'::text, 'running'::text])) = (completed_at IS NULL)))
-);
+)
+WITH (fillfactor='80', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='2000', autovacuum_vacuum_cost_delay='0', autovacuum_analyze_scale_factor='0.02');
 
 
 --
