@@ -7,8 +7,9 @@ pgvector's types on the connections that carry vectors.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from pgvector.psycopg import register_vector_async
@@ -43,6 +44,43 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(dsn, row_factory=dict_row, **kwargs)
+
+
+T = TypeVar("T")
+
+
+class LazyConnection:
+    """One autocommit connection for a thread that asks the database now and then (the
+    metrics endpoint's scrapes, /readyz): opened on first use, one caller at a time, and
+    dropped after any database error, so the next call opens a fresh one."""
+
+    def __init__(self, dsn: str, application_name: str, *, options: str = "",
+                 connect_timeout: int = 5) -> None:
+        self._kwargs: dict[str, Any] = {"autocommit": True, "options": options,
+                                        "application_name": application_name,
+                                        "connect_timeout": connect_timeout}
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+
+    def run(self, work: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect(self._dsn, **self._kwargs)
+                return work(self._conn)
+            except psycopg.Error:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 async def aconnect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[dict[str, Any]]:

@@ -11,7 +11,6 @@ model endpoint answered once (checked at start-up, then every 30 s until it has)
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from worker.db import LazyConnection
 from worker.migrate import pending
 
 log = structlog.get_logger("worker.health")
@@ -30,12 +30,9 @@ MODEL_RECHECK_S = 30.0
 
 class Health:
     def __init__(self, dsn: str, options: str = "") -> None:
-        self._dsn = dsn
-        self._options = options
+        self._db = LazyConnection(dsn, "worker:health", options=options, connect_timeout=3)
         self._last_tick = time.monotonic()
         self.stalled_after = STALLED_AFTER_S
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
         self.running: Callable[[], bool] = lambda: True  # the worker's tasks all alive
         # None: not checked yet; "": answered; else why it did not
         self.model: str | None = None
@@ -70,30 +67,19 @@ class Health:
                                       "tasks": "running" if tasks_ok else "a task ended"}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        with self._lock:
-            database, migrations = self._database()
+        database, migrations = self._database()
         model = ("not checked yet" if self.model is None
                  else "answered" if not self.model else self.model)
         ok = database == "ok" and migrations == "current" and model == "answered"
         return ok, {"database": database, "migrations": migrations, "model": model}
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def _database(self) -> tuple[str, str]:
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(
-                    self._dsn, autocommit=True, connect_timeout=3,
-                    application_name="worker:health", options=self._options)
-            missing = pending(self._conn)
+            missing = self._db.run(pending)
         except psycopg.Error as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
             return f"unreachable: {str(exc).strip().splitlines()[0][:200]}", "unknown"
         if missing:
             return "ok", f"behind by {len(missing)} (first: {missing[0].path.name})"

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker.db import LazyConnection
 from worker.models.settings import LONGEST_TIMEOUT_S
 from worker.queries import q
 
@@ -121,11 +122,9 @@ class QueueCollector(Collector):
     series, never a failed scrape."""
 
     def __init__(self, dsn: str, options: str = "", min_interval: float = 5.0) -> None:
-        self._dsn = dsn
-        self._options = options
+        self._db = LazyConnection(dsn, "worker:metrics", options=options)
         self._min_interval = min_interval
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self._cached: tuple[float, list[GaugeMetricFamily]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -140,32 +139,21 @@ class QueueCollector(Collector):
         return iter(())  # read only when scraped, never at registration
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def _read(self) -> list[GaugeMetricFamily]:
         try:
-            rows = self._query()
+            rows = self._db.run(_queue_rows)
         except psycopg.Error as exc:
             log.warning("queue_metrics_failed", error=str(exc))
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
             return [queue_up(0)]
         return [queue_up(1), *queue_families(*rows)]
 
-    def _query(self) -> tuple[list[dict[str, Any]], ...]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=5,
-                application_name="worker:metrics", options=self._options,
-                row_factory=psycopg.rows.dict_row)
-        conn = self._conn
-        return (conn.execute(q("stats")).fetchall(),
-                conn.execute(q("live_workers_by_kind")).fetchall(),
-                conn.execute(q("paused_kinds")).fetchall())
+
+def _queue_rows(conn: psycopg.Connection[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
+    return (conn.execute(q("stats")).fetchall(),
+            conn.execute(q("live_workers_by_kind")).fetchall(),
+            conn.execute(q("paused_kinds")).fetchall())
 
 
 def queue_up(value: int) -> GaugeMetricFamily:
